@@ -68,16 +68,18 @@ class TemporalEnsemble:
     def target(self, bag_indices: Tensor, mask: Tensor) -> Tensor | None:
         """Bias-corrected targets ``α̃ (B, N)`` for a batch; None before any bag was updated.
 
-        Padded positions, and bags that have not been updated yet, get 0.
+        Padded positions, and bags that have not been updated yet, get 0. The result lives on
+        ``mask``'s device, so it can be passed straight to the loss.
         """
         if not self.ready:
             return None
+        device = mask.device
         pos, mask = self._positions(bag_indices, mask)
         n = self.updates[torch.as_tensor(bag_indices, dtype=torch.long).cpu()].to(torch.float64)  # (B,)
         correction = 1.0 - self.momentum**n
         corrected = self.values[pos] / correction.clamp(min=1e-12).unsqueeze(1)  # (B, N)
         corrected = torch.where(mask & (n > 0).unsqueeze(1), corrected, torch.zeros((), dtype=torch.float64))
-        return corrected.to(torch.float32)
+        return corrected.to(device=device, dtype=torch.float32)
 
     def record(self, bag_indices: Tensor, weights: Tensor, mask: Tensor) -> None:
         """Store this epoch's weights ``(B, N)`` of a batch (applied at :meth:`step`)."""

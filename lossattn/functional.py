@@ -9,6 +9,8 @@ The names in ``__all__`` are public and stable.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -31,6 +33,7 @@ __all__ = [
     "masked_softmax",
     "masked_sum",
     "default_mask",
+    "input_checks",
     "REDUCTIONS",
 ]
 
@@ -67,6 +70,24 @@ class LossTerms(NamedTuple):
 
 
 # --------------------------------------------------------------------------- checks
+
+
+_CHECKS_ENABLED = True
+
+
+@contextlib.contextmanager
+def input_checks(enabled: bool) -> Iterator[None]:
+    """Turn the value checks of :func:`check_bags` (empty bags, NaN/inf) off or on inside a block.
+
+    The trainer turns them off for data that a :class:`~lossattn.datasets.BagDataset` has already
+    validated, where they would cost a device sync per step. Shape and type checks always run.
+    """
+    global _CHECKS_ENABLED
+    previous, _CHECKS_ENABLED = _CHECKS_ENABLED, bool(enabled)
+    try:
+        yield
+    finally:
+        _CHECKS_ENABLED = previous
 
 
 def default_mask(x: Tensor) -> Tensor:
@@ -108,6 +129,8 @@ def check_bags(x: Tensor, mask: Tensor | None = None, *, name: str = "features")
                 f"mask shape {tuple(mask.shape)} does not match the first two dims of {name} "
                 f"{tuple(x.shape)}; expected {tuple(x.shape[:2])}"
             )
+    if not _CHECKS_ENABLED:
+        return mask
     counts = mask.sum(dim=1)
     if bool((counts == 0).any()):
         empty = torch.nonzero(counts == 0).flatten().tolist()
@@ -248,6 +271,9 @@ def loss_attention(
     K = weight.shape[0]
     if bias is not None and bias.shape != (K,):
         raise ValueError(f"bias must have shape ({K},), got {tuple(bias.shape)}")
+    # zero the padding first: whatever it holds (check_bags allows NaN/inf there) must not reach the
+    # classifier's gradient through 0 · NaN
+    features = torch.where(_expand_mask(mask, features), features, features.new_zeros(()))
     instance_logits = F.linear(features, weight, bias)  # (B, N, K)
     scores = torch.logsumexp(instance_logits, dim=-1)  # (B, N)
     weights = masked_softmax(scores, mask)  # (B, N)
@@ -330,6 +356,9 @@ def loss_attention_terms(
     B, N, K = instance_logits.shape
     if mask is None:
         mask = default_mask(instance_logits)
+    elif mask.shape != (B, N) or mask.dtype != torch.bool:
+        # a (1, N) mask would otherwise broadcast silently over the batch
+        raise ValueError(f"mask must be a bool tensor of shape {(B, N)}, got {mask.dtype} {tuple(mask.shape)}")
     target = check_targets(target, K, B)
     bag_ce = F.cross_entropy(bag_logits, target, reduction="none")  # (B,)
     # CE_t = logsumexp_c z_tc − z_tk, computed for every position; padding is removed by the mask

@@ -80,6 +80,7 @@ def adam_betas(
 
 def consistency_weight(epoch: float, max_weight: float, rampup_length: float) -> float:
     """``ω(m) = max_weight · ramp_up(m)`` (0 when ``max_weight`` is 0)."""
+    _check_epoch(epoch)
     if max_weight < 0:
         raise ValueError(f"max consistency weight must be >= 0, got {max_weight}")
     return 0.0 if max_weight == 0 else max_weight * ramp_up(epoch, rampup_length)

@@ -68,6 +68,8 @@ class MILModel(nn.Module):
         """Instance features ``h (B, N, D)`` (0 at padding) and the validated mask ``(B, N)``."""
         mask = LF.check_bags(x, mask, name="instances")
         B, N = mask.shape
+        if N == 1 or bool(mask.all()):  # no padding: skip the gather/scatter
+            return self.extractor(x.reshape(B * N, *x.shape[2:])).reshape(B, N, -1), mask
         real = self.extractor(x[mask])  # (M, D), M = number of real instances
         h = real.new_zeros((B, N, real.shape[-1]))
         return h.index_put((mask,), real), mask  # (B, N, D)

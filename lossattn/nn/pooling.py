@@ -35,7 +35,8 @@ class AttentionPool(nn.Module):
         super().__init__()
         self.V = nn.Linear(in_features, hidden)
         self.U = nn.Linear(in_features, hidden) if gated else None
-        self.w = nn.Linear(hidden, 1)
+        # no bias: a constant added to every score cancels in the softmax, so it could never learn
+        self.w = nn.Linear(hidden, 1, bias=False)
         self.gated = gated
 
     def scores(self, h: Tensor) -> Tensor:

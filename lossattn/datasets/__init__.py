@@ -1,0 +1,68 @@
+"""Data layer of lossattn: bag datasets, benchmark loaders, bag generators, user formats, batching.
+
+Conventions (see ``docs/architecture.md``): bag labels are integers ``0 .. K-1`` (0 = negative), instance labels
+are integers with ``-1`` = unknown; a batch is ``x (B, N, *instance_shape)`` plus ``mask (B, N)`` (True = real).
+Feature standardisation is a pipeline step (:class:`Standardizer`, fitted on training bags only), never done
+by a loader.
+"""
+
+from .bags import Bag, BagDataset, BaseBagDataset
+from .benchmarks import load, read_andrews_mat, read_mil_csv, read_uci_clean
+from .cifar import CIFAR10_CLASSES, load_cifar10, make_cifar10_bags
+from .collate import BagBatch, collate_bags
+from .digits import load_digits_split, make_digits_bags
+from .errors import DataFormatError, DataNotFoundError, DownloadError
+from .folder import FeatureFolderDataset, load_feature_folder
+from .generators import bags_from_pool_indices, make_bags_from_pool, sample_bag_sizes
+from .idx import read_idx, write_idx
+from .info import DatasetInfo, FileInfo, dataset_info, list_datasets
+from .mnist import load_mnist, make_mnist_bags
+from .samplers import BucketBatchSampler
+from .sources import cache_dir, data_root, download_url, fetch, is_present
+from .splits import repeated_stratified_kfold, stratified_kfold, train_val_split
+from .table import load_table
+from .transforms import Standardizer
+
+__all__ = [
+    "Bag",
+    "BagBatch",
+    "BagDataset",
+    "BaseBagDataset",
+    "BucketBatchSampler",
+    "CIFAR10_CLASSES",
+    "DataFormatError",
+    "DataNotFoundError",
+    "DatasetInfo",
+    "DownloadError",
+    "FeatureFolderDataset",
+    "FileInfo",
+    "Standardizer",
+    "bags_from_pool_indices",
+    "cache_dir",
+    "collate_bags",
+    "data_root",
+    "dataset_info",
+    "download_url",
+    "fetch",
+    "is_present",
+    "list_datasets",
+    "load",
+    "load_cifar10",
+    "load_digits_split",
+    "load_feature_folder",
+    "load_mnist",
+    "load_table",
+    "make_bags_from_pool",
+    "make_cifar10_bags",
+    "make_digits_bags",
+    "make_mnist_bags",
+    "read_andrews_mat",
+    "read_idx",
+    "read_mil_csv",
+    "read_uci_clean",
+    "repeated_stratified_kfold",
+    "sample_bag_sizes",
+    "stratified_kfold",
+    "train_val_split",
+    "write_idx",
+]

@@ -1,0 +1,137 @@
+"""Low-level readers shared by the loaders: (gzipped) files, CSV rows, numeric parsing, grouping rows into bags."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataFormatError
+
+__all__ = ["read_bytes", "read_csv_rows", "parse_float_matrix", "group_rows"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """Reads a whole file, transparently gunzipping it when it starts with the gzip magic bytes.
+
+    Raises:
+        DataFormatError: The file is gzip-compressed but corrupt or truncated.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataFormatError(
+            f"{path}: the gzip data is corrupt or truncated ({e}); download or copy the file again"
+        ) from e
+
+
+def read_csv_rows(path: str | Path, delimiter: str = ",") -> list[list[str]]:
+    """Reads a (possibly gzipped) CSV file into rows of stripped strings, checking every row has the same
+    number of fields.
+
+    Blank lines are skipped.
+
+    Args:
+        path: File path (``.csv``, ``.data``, ``.csv.gz`` ...).
+        delimiter: Field separator.
+
+    Returns:
+        The rows (the header, if any, is the first row).
+
+    Raises:
+        DataFormatError: Ragged rows (the message gives the line number and both field counts), corrupt gzip,
+            or undecodable text.
+    """
+    path = Path(path)
+    try:
+        text = read_bytes(path).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not a UTF-8 text file ({e})") from e
+    rows: list[list[str]] = []
+    width = None
+    first_line = 0
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            if width is None:
+                width, first_line = len(row), reader.line_num
+            elif len(row) != width:
+                raise DataFormatError(
+                    f"{path}, line {reader.line_num}: ragged row with {len(row)} fields, expected {width} "
+                    f"(as on line {first_line})"
+                )
+            rows.append([c.strip() for c in row])
+    except csv.Error as e:
+        raise DataFormatError(f"{path}, line {reader.line_num}: malformed CSV ({e})") from e
+    if not rows:
+        raise DataFormatError(f"{path}: the file holds no data rows")
+    return rows
+
+
+def parse_float_matrix(
+    rows: Sequence[Sequence[str]], columns: Sequence[int], path: str | Path, first_line: int = 1
+) -> np.ndarray:
+    """Parses the given columns of string rows into a float64 matrix.
+
+    Args:
+        rows: String rows.
+        columns: Column positions to parse.
+        path: File name, for error messages.
+        first_line: 1-based line number of ``rows[0]`` in the file, for error messages.
+
+    Returns:
+        float64 array ``(len(rows), len(columns))``. ``nan``/``inf`` spellings are parsed (and rejected
+        later, by bag).
+
+    Raises:
+        DataFormatError: A cell is not a number (the message gives line, column and value).
+    """
+    cols = list(columns)
+    try:
+        arr = np.array([[r[c] for c in cols] for r in rows], dtype=object)
+        return arr.astype(np.float64).reshape(len(rows), len(cols))
+    except ValueError:
+        for li, r in enumerate(rows):
+            for c in cols:
+                try:
+                    float(r[c])
+                except ValueError:
+                    raise DataFormatError(
+                        f"{path}, line {first_line + li}, column {c + 1}: {r[c]!r} is not a number"
+                    ) from None
+        raise
+
+
+def group_rows(keys: Sequence[object]) -> tuple[np.ndarray, np.ndarray, list[object]]:
+    """Groups row keys (bag ids) into bags, in order of first appearance.
+
+    Args:
+        keys: One bag key per row, length ``N``.
+
+    Returns:
+        ``(order, offsets, unique_keys)``: ``order`` int64 ``(N,)`` puts rows bag by bag (stable within a
+        bag), ``offsets`` int64 ``(B + 1,)``, and the ``B`` keys in first-appearance order.
+    """
+    key_arr = np.asarray([str(k) for k in keys])
+    uniq, first, inverse = np.unique(key_arr, return_index=True, return_inverse=True)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    bag_of_row = rank[inverse.ravel()]
+    order = np.argsort(bag_of_row, kind="stable").astype(np.int64)
+    counts = np.bincount(bag_of_row, minlength=len(uniq))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    keys_in_order = [keys[int(i)] for i in np.sort(first)]
+    return order, offsets, keys_in_order
