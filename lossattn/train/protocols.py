@@ -194,6 +194,7 @@ def run_experiment(
     resume: bool = False,
     progress: bool = False,
     runs: list[RunSpec] | None = None,
+    engine: str = "trainer",
 ) -> dict[str, Any]:
     """Run every planned run of an experiment and aggregate the records.
 
@@ -205,6 +206,12 @@ def run_experiment(
         resume: reuse complete runs and continue interrupted ones from their checkpoints.
         progress: show a progress bar over runs.
         runs: a subset of :func:`plan_runs` to execute (default: all).
+        engine: ``"trainer"`` trains every run alone with :class:`Trainer`; ``"vectorized"`` trains all
+            runs of a method as one batched computation (:mod:`lossattn.train.vectorized`; same splits,
+            initialisation, batch order, optimiser and selection; records get ``"engine": "vectorized"``)
+            and raises for a method it cannot vectorize; ``"auto"`` vectorizes the methods it can and
+            trains the others run by run. With ``jobs > 1`` a method's runs are split into ``jobs`` groups
+            trained in parallel (also on a ``scheduler``); a run's result does not depend on its group.
 
     Returns:
         ``{"experiment", "protocol", "runs": [...], "summary": {...}}``.
@@ -219,8 +226,12 @@ def run_experiment(
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
         atomic_write_json(out / "versions.json", versions())
     threads = cfg.train.threads or (1 if (jobs > 1 or scheduler) else None)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     payloads = [(cfg_dict, s, None if out is None else str(out), resume, threads) for s in specs]
-    if scheduler:
+    if engine != "trainer":
+        records = _run_engine_tasks(cfg, cfg_dict, specs, out, resume, threads, engine, jobs, scheduler, progress)
+    elif scheduler:
         records = _run_dask(payloads, scheduler)
     elif jobs > 1:
         from joblib import Parallel, delayed
@@ -249,7 +260,55 @@ def run_experiment(
     return result
 
 
-def _run_dask(payloads, scheduler: str) -> list[dict[str, Any]]:
+ENGINES = ("trainer", "vectorized", "auto")
+
+
+def _execute_task(task: tuple) -> list[dict[str, Any]]:
+    """One unit of work of :func:`run_experiment` with an engine: a single run or a vectorized group."""
+    kind, cfg_dict, specs, out_dir, resume, threads = task
+    if threads:
+        torch.set_num_threads(threads)
+    if kind == "run":
+        return [execute_run(cfg_dict, specs[0], out_dir, resume)]
+    from lossattn.train.vectorized import run_group
+
+    return run_group(cfg_dict, specs[0].method, specs, out_dir, resume)
+
+
+def _run_engine_tasks(cfg, cfg_dict, specs, out, resume, threads, engine, jobs, scheduler, progress):
+    from lossattn.train.vectorized import method_unsupported_reason
+
+    out_dir = None if out is None else str(out)
+    parts = max(1, jobs)
+    tasks: list[tuple] = []
+    for method in dict.fromkeys(s.method for s in specs):
+        mine = [s for s in specs if s.method == method]
+        reason = method_unsupported_reason(cfg, method)
+        if reason is not None:
+            if engine == "vectorized":
+                raise ValueError(f"engine='vectorized' cannot train method {method!r}: {reason} (use engine='auto')")
+            tasks += [("run", cfg_dict, [s], out_dir, resume, threads) for s in mine]
+            continue
+        for chunk in np.array_split(np.arange(len(mine)), min(parts, len(mine))):
+            tasks.append(("group", cfg_dict, [mine[i] for i in chunk], out_dir, resume, threads))
+    if scheduler:
+        results = _run_dask(tasks, scheduler, _execute_task)
+    elif jobs > 1:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs, backend="loky")(delayed(_execute_task)(t) for t in tasks)
+    else:
+        bar = tasks
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(tasks, desc=cfg.name, unit="task")
+        results = [_execute_task(t) for t in bar]
+    by_key = {(r["method"], r["repeat"], r["fold"]): r for part in results for r in part}
+    return [by_key[(s.method, s.repeat, s.fold)] for s in specs]
+
+
+def _run_dask(payloads, scheduler: str, fn=None) -> list[Any]:
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -257,7 +316,7 @@ def _run_dask(payloads, scheduler: str) -> list[dict[str, Any]]:
             "a Dask scheduler was given but `distributed` is not installed: pip install 'lossattn[distributed]'"
         ) from exc
     with Client(scheduler) as client:
-        futures = client.map(_execute_payload, payloads, pure=False)
+        futures = client.map(fn or _execute_payload, payloads, pure=False)
         return client.gather(futures)
 
 
