@@ -197,6 +197,7 @@ def _short(method: str) -> str:
         "attention_sigmoid": "AttS ",
         "gated_attention_sigmoid": "GAS ",
         "α": "α ",
+        "p": "p ",
         "alpha": "α ",
         "weight": "α ",
     }
@@ -357,7 +358,7 @@ def plot_retrieval_curves(
     fig = _new_figure(*figsize)
     if title:
         fig.suptitle(title, fontsize=11)
-    axes = [fig.add_axes((0.06 + k * 0.25, 0.14, 0.2, 0.68)) for k in range(3)]
+    axes = [fig.add_axes((0.05 + k * 0.285, 0.14, 0.235, 0.68)) for k in range(3)]
     markers = "os^vD<>ph*"
     for n, (label, by_tau) in enumerate(curves.items()):
         taus = sorted(float(t) for t in by_tau)

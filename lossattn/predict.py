@@ -73,7 +73,7 @@ def resolve_dataset_name(name: str) -> str:
         raise ValueError("empty dataset name")
     path = Path(text).expanduser()
     if path.exists():
-        return str(path)
+        return str(path.resolve())  # absolute: saved configs and checkpoints work from any folder
     key = text.lower().replace("_", "-")
     key = DATASET_ALIASES.get(key, key)
     if key in BENCHMARKS or key in GENERATORS:
@@ -260,7 +260,12 @@ def resolve_data(
         name = dc["name"]
     else:
         name = resolve_dataset_name(spec)
-    same = bool(dc) and resolve_dataset_name(dc["name"]) == name if dc.get("name") else False
+    same = False  # the checkpoint's own dataset: reuse its loader/generator settings
+    if dc.get("name"):
+        try:
+            same = resolve_dataset_name(dc["name"]) == name
+        except ValueError:  # trained on a file that is not here any more
+            same = False
     if same:
         cfg = config_from_dict(DataConfig, dc)
     else:

@@ -211,7 +211,7 @@ def load(
         group = spec.requirements[0]
         found = find_data_file(base, group)
         if found is None:
-            raise missing_data_error(spec, base, group, "no data file")
+            raise missing_data_error(spec, base, group, "data file")
         path = found
     ds = _reader_for(path)(path, spec.name)
     ds.name = spec.name

@@ -9,6 +9,7 @@ the same records as a serial run.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,11 +179,17 @@ def execute_run(
     return record
 
 
+# One run at a time per process: runs share torch's global RNG (seeded per run) and thread setting, so two
+# runs in threads of one process (a Dask worker with several threads) would change each other's results.
+_RUN_LOCK = threading.Lock()
+
+
 def _execute_payload(payload: tuple[dict, RunSpec, str | None, bool, int | None]) -> dict[str, Any]:
     cfg_dict, spec, out_dir, resume, threads = payload
-    if threads:
-        torch.set_num_threads(threads)
-    return execute_run(cfg_dict, spec, out_dir, resume)
+    with _RUN_LOCK:
+        if threads:
+            torch.set_num_threads(threads)
+        return execute_run(cfg_dict, spec, out_dir, resume)
 
 
 def run_experiment(
@@ -330,9 +337,11 @@ def protocol_description(cfg: ExperimentConfig) -> str:
         else "no validation split: the last epoch is kept"
     )
     if p.kind == "cv":
-        split = f"{p.folds}-fold stratified cross-validation by bag, repeated {p.repeats} times (seed {p.seed})"
+        times = "run once" if p.repeats == 1 else f"repeated {p.repeats} times"
+        split = f"{p.folds}-fold stratified cross-validation by bag, {times} (seed {p.seed})"
     else:
-        split = f"fixed train/test bags, {p.repeats} repeats with fresh seeds (seed {p.seed})"
+        repeats = "1 repeat" if p.repeats == 1 else f"{p.repeats} repeats with fresh seeds"
+        split = f"fixed train/test bags, {repeats} (seed {p.seed})"
     return f"{split}; {selection}; {cfg.train.epochs} epochs, batch size {cfg.train.batch_size}."
 
 

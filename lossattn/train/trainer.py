@@ -111,18 +111,23 @@ def evaluate(model: MILModel, dataset, batch_size: int = 64, device: str | torch
         # the loss is a mean over bags, so batch-size weighting gives the per-bag mean of the dataset
         loss, _ = model.loss(out, batch.labels, batch.mask)
         total_loss += float(loss) * len(batch.labels)
+        # one device-to-host copy per batch (not per bag): on a GPU each .cpu() is a synchronisation
         p = out.probabilities().float().cpu().numpy()
         ip = out.instance_probabilities()
+        ip = None if ip is None else ip.float().cpu().numpy()
+        w = None if out.weights is None else out.weights.float().cpu().numpy()
+        masks = batch.mask.cpu().numpy()
+        batch_inst_labels = batch.instance_labels.cpu().numpy()
         for j, idx in enumerate(batch.indices.tolist()):
-            m = batch.mask[j].cpu().numpy()
+            m = masks[j]
             probs[idx] = p[j]
-            inst_labels[idx] = batch.instance_labels[j].cpu().numpy()[m]
-            if out.weights is not None:
+            inst_labels[idx] = batch_inst_labels[j][m]
+            if w is not None:
                 has_weights = True
-                weights[idx] = out.weights[j].float().cpu().numpy()[m]
+                weights[idx] = w[j][m]
             if ip is not None:
                 has_inst = True
-                inst_probs[idx] = ip[j].float().cpu().numpy()[m]
+                inst_probs[idx] = ip[j][m]
     model.train(was_training)
     labels = np.asarray(dataset.labels)
     return EvalResult(
@@ -179,6 +184,10 @@ class Trainer:
             raise ValueError("TrainConfig.device is 'cuda' but no CUDA device is available; use device=cpu")
         self.model.to(self.device)
         self.optimizer = _adam(self.model, config)
+        # AMP (CUDA only): bfloat16 where the card supports it (no loss scaling needed), else float16 with a
+        # GradScaler -- float16 gradients without loss scaling underflow
+        self.amp_dtype = _amp_dtype() if (config.amp and self.device.type == "cuda") else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     # ------------------------------------------------------------------ schedules
     def _schedule(self, epoch: int) -> dict[str, float]:
@@ -212,6 +221,7 @@ class Trainer:
             "epoch": epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "ensemble": ensemble.state_dict() if ensemble is not None else None,
             "history": history,
             "best": best,
@@ -223,6 +233,10 @@ class Trainer:
             "model_name": getattr(self.model, "model_name", type(self.model).__name__),
             "model_kwargs": getattr(self.model, "model_kwargs", {}),
         }
+
+    def _save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        # every checkpoint write goes through here (a distributed subclass writes on rank 0 only)
+        save_checkpoint(path, state)
 
     def _write_epoch_metrics(self, history: list[dict[str, Any]]) -> None:
         if self.run_dir is None:
@@ -259,6 +273,8 @@ class Trainer:
             state = load_checkpoint(ckpt_path)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
             if ensemble is not None and state["ensemble"] is not None:
                 ensemble.load_state_dict(state["ensemble"])
             history, best, best_state = state["history"], state["best"], state["best_state"]
@@ -292,7 +308,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_err=f"{row.get('val_error', float('nan')):.3f}")
             last = epoch + 1 == c.epochs
             if ckpt_path is not None and ((epoch + 1) % c.checkpoint_every == 0 or last):
-                save_checkpoint(ckpt_path, self._state(epoch + 1, history, best, best_state, ensemble))
+                self._save_checkpoint(ckpt_path, self._state(epoch + 1, history, best, best_state, ensemble))
                 self._write_epoch_metrics(history)
 
         assert best is not None and best_state is not None  # at least one epoch ran or was restored
@@ -309,7 +325,7 @@ class Trainer:
         )
         oracle = max((h["test_accuracy"] for h in history if "test_accuracy" in h), default=None)
         if self.run_dir is not None:
-            save_checkpoint(
+            self._save_checkpoint(
                 self.run_dir / "best.pt",
                 {
                     "model": best_state,
@@ -348,7 +364,7 @@ class Trainer:
         correct = 0
         for batch in iterate_batches(train_set, order, c.batch_size):
             batch = batch.to(self.device)
-            with torch.autocast(self.device.type, enabled=autocast):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=autocast):
                 out = self.model(batch.x, batch.mask)
                 target = ensemble.target(batch.indices, batch.mask) if (ensemble is not None and omega > 0) else None
                 if target is not None:
@@ -366,10 +382,12 @@ class Trainer:
                     "lower the learning rate or check the features"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()  # the scaler is a no-op unless float16 AMP is on
             if c.grad_clip:
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if ensemble is not None and out.weights is not None:
                 ensemble.record(batch.indices, out.weights, batch.mask)
             n = len(batch.labels)
@@ -393,6 +411,10 @@ def _adam(model: MILModel, config: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # older torch or unsupported device/dtype
         return torch.optim.Adam(model.parameters(), **kwargs)
+
+
+def _amp_dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _fmt(value: Any) -> str:

@@ -5,24 +5,27 @@ The classic-MIL protocol (Table 1) repeats a tiny training run hundreds of times
 milliseconds of Python and autograd overhead for a few microseconds of arithmetic. This engine trains
 ``R`` such runs of the same method on the same dataset at once:
 
-* the parameters of the ``R`` runs are stacked along a leading run dimension (``W1: (R, 256, D_in)``, ...)
-  and every run starts from exactly the parameters the :class:`~lossattn.train.Trainer` would give it
-  (the caller builds each run's model under ``torch.manual_seed(run seed)``);
+* the parameters of the ``R`` runs are stacked along a leading run dimension (2-D weights transposed,
+  ``W1: (R, D_in, 256)``, ...) and every run starts from exactly the parameters the
+  :class:`~lossattn.train.Trainer` would give it (the caller builds each run's model under
+  ``torch.manual_seed(run seed)``);
 * at step ``t`` run ``r`` takes bag ``t`` of *its own* epoch order
   (``np.random.default_rng([seed_r, epoch]).permutation(n_r)``, as the Trainer); the bags of the runs
   are zero-padded to a common size with a mask (padding gets weight exactly 0 and contributes nothing to
   any loss or gradient), and the forward pass is a handful of ``bmm`` calls over the run dimension;
-* the loss is the *sum* of the runs' per-bag losses, so each run's gradient is its own;
+* the loss is the *sum* of the runs' per-bag losses, so each run's gradient is its own. The backward pass
+  is written out by hand (:func:`_loss_and_grads`; tested against autograd) so that the ~R×100k weight
+  gradients land in persistent buffers instead of fresh allocations every step;
 * Adam is ``torch._fused_adam_`` (the kernel the Trainer's ``fused=True`` Adam runs) on the runs' slices
   of the stacked tensors, with one step count per run (runs with equally many training bags share it),
   so it is the same update as ``torch.optim.Adam`` with L2 ``weight_decay``; when an epoch has more steps
   than a run has bags, that run is inactive for the remaining steps and gets no update at all;
-* dropout masks come from one ``torch.Generator`` per run seeded from the run seed and are drawn for the
-  run's real instances only, so a run's result does not depend on which other runs share its group
-  (they are not the Trainer's dropout masks: with dropout > 0 the engine is a different, equally valid
-  random draw; with dropout 0 it reproduces the Trainer to float rounding);
+* dropout masks come from one generator per run, ``np.random.default_rng([run seed, 0xD40])``, and are
+  drawn for the run's real instances only, so a run's result does not depend on which other runs share
+  its group (they are not the Trainer's dropout masks: with dropout > 0 the engine is a different, equally
+  valid random draw; with dropout 0 it reproduces the Trainer to float rounding);
 * after every epoch all runs are evaluated on their validation bags (and, with ``TrainConfig.oracle``,
-  their test bags) in one no-grad pass; each run keeps the parameters of its epoch with the lowest
+  their test bags) in batched no-grad passes (runs with similar numbers of instances together); each run keeps the parameters of its epoch with the lowest
   validation error, ties broken by the lowest validation loss (the Trainer's rule,
   :func:`lossattn.train.trainer._better`). Test bags only feed the labelled per-epoch "oracle" figure;
   they never influence selection;
@@ -30,8 +33,9 @@ milliseconds of Python and autograd overhead for a few microseconds of arithmeti
   :func:`~lossattn.train.trainer.evaluate`, so the reported metrics come from the same code as the
   Trainer's.
 
-When the runs' bags at a step differ a lot in size (MUSK2: 1 to 1,044 instances), the step's runs are
-split into up to ``max_buckets`` size buckets, each padded only to its own largest bag.
+When the runs' bags at a step differ a lot in size (MUSK2: 1 to 1,044 instances), the MLP does not pad
+every bag to the longest: the first rows of all runs go through it as one dense batch, the further rows
+only for the runs whose bags are that long (:meth:`VectorizedTrainer._levels`).
 
 Supported: ``LossAttentionMIL`` (any λ, ``"mean"``/``"sum"`` reduction) and ``AttentionMIL`` with the
 softmax head (plain and gated), each on the MLP extractor; one bag per step (``batch_size=1``), no
@@ -137,11 +141,15 @@ def _arch(model: MILModel) -> _Arch:
     )
 
 
+# Parameters are stacked per name with a leading run dim; 2-D weights are stored transposed, ``(k, in, out)``,
+# so that every product is a plain ``bmm`` and every weight gradient is written contiguously.
+
+
 def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    """Per-run ``F.linear``: ``x (k, N, in)``, ``w (k, out, in)``, ``b (k, out)`` → ``(k, N, out)``."""
+    """Per-run linear layer: ``x (k, N, in)``, ``w (k, in, out)``, ``b (k, out)`` → ``(k, N, out)``."""
     if b is None:
-        return torch.bmm(x, w.transpose(1, 2))
-    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        return torch.bmm(x, w)
+    return torch.baddbmm(b.unsqueeze(1), x, w)
 
 
 def _mlp(arch: _Arch, p: dict[str, Tensor], x: Tensor, drop: list[Tensor] | None) -> Tensor:
@@ -157,19 +165,32 @@ def _attention_scores(arch: _Arch, p: dict[str, Tensor], h: Tensor) -> Tensor:
     a = _linear(h, p["attention.V.weight"], p["attention.V.bias"]).tanh()
     if arch.gated:
         a = a * _linear(h, p["attention.U.weight"], p["attention.U.bias"]).sigmoid()
-    return torch.bmm(a, p["attention.w.weight"].transpose(1, 2)).squeeze(-1)  # (k, N)
+    return torch.bmm(a, p["attention.w.weight"]).squeeze(-1)  # (k, N)
+
+
+def _classifier_names(arch: _Arch) -> tuple[str, str]:
+    if arch.kind == "loss_attention":
+        return "attention.classifier.weight", "attention.classifier.bias"
+    return "classifier.weight", "classifier.bias"
 
 
 def _classifier(arch: _Arch, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    if arch.kind == "loss_attention":
-        return p["attention.classifier.weight"], p["attention.classifier.bias"]
-    return p["classifier.weight"], p["classifier.bias"]
+    wn, bn = _classifier_names(arch)
+    return p[wn], p[bn]
+
+
+def _masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
+    # -inf at padding: exp gives exactly 0 there (every bag has a real instance)
+    return torch.softmax(scores.masked_fill(~mask, -math.inf), dim=1)
 
 
 def _train_loss(
     arch: _Arch, p: dict[str, Tensor], x: Tensor, mask: Tensor, y: Tensor, n: Tensor, drop: list[Tensor] | None
 ) -> Tensor:
-    """Per-run loss ``(k,)`` of one bag per run: ``x (k, N, D)``, ``mask (k, N)``, ``y (k,)``, ``n (k,)`` sizes."""
+    """Per-run loss ``(k,)`` of one bag per run, by autograd-friendly ops (the reference of :func:`_loss_and_grads`).
+
+    ``x (k, N, D)``, ``mask (k, N)``, ``y (k,)`` labels, ``n (k,)`` bag sizes, ``drop`` per-layer scaled masks.
+    """
     h = _mlp(arch, p, x, drop)  # (k, N, H)
     w, b = _classifier(arch, p)
     if arch.kind == "loss_attention":
@@ -189,6 +210,256 @@ def _train_loss(
     emb = torch.bmm(alpha.unsqueeze(1), h)
     zb = _linear(emb, w, b).squeeze(1)
     return F.cross_entropy(zb, y, reduction="none")
+
+
+def _mlp_forward(arch: _Arch, p: dict[str, Tensor], x: Tensor, drop: list[Tensor] | None):
+    """MLP output ``(k, N, H)`` and what its backward needs."""
+    inputs, acts = [], []
+    h = x
+    for i, (wn, bn) in enumerate(arch.layers):
+        inputs.append(h)
+        r = _linear(h, p[wn], p[bn]).relu_()
+        acts.append(r)
+        h = r * drop[i] if drop is not None else r
+    return h, (inputs, acts)
+
+
+def _mlp_backward(
+    arch: _Arch,
+    p: dict[str, Tensor],
+    g: dict[str, Tensor],
+    gh: Tensor,
+    cache,
+    drop: list[Tensor] | None,
+    accumulate: bool = False,
+) -> None:
+    """Writes (or adds) the MLP's weight and bias gradients, given d loss / d output ``gh``, into ``g``."""
+    inputs, acts = cache
+    gr = gh
+    for i in range(len(arch.layers) - 1, -1, -1):
+        wn, bn = arch.layers[i]
+        if drop is not None:
+            gr = gr * drop[i]
+        ga = torch.ops.aten.threshold_backward(gr, acts[i], 0)  # ReLU: 0 where the output is 0
+        if accumulate:
+            g[wn].baddbmm_(inputs[i].transpose(1, 2), ga)
+            g[bn].add_(ga.sum(1))
+        else:
+            torch.bmm(inputs[i].transpose(1, 2), ga, out=g[wn])
+            torch.sum(ga, 1, out=g[bn])
+        if i:
+            gr = torch.bmm(ga, p[wn].transpose(1, 2))
+
+
+def _head_loss_and_grads(
+    arch: _Arch, p: dict[str, Tensor], g: dict[str, Tensor], h: Tensor, mask: Tensor, y: Tensor, n: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Pooling + classifier of one bag per run: per-run loss ``(k,)`` and d(sum of losses)/d h ``(k, N, H)``.
+
+    Writes the head's parameter gradients into ``g``. Padded instances have α = 0, so every gradient
+    term of theirs is exactly 0.
+    """
+    wn_c, bn_c = _classifier_names(arch)
+    Wc, bc = p[wn_c], p[bn_c]  # (k, H, K), (k, K)
+    onehot = F.one_hot(y, Wc.shape[-1]).to(h.dtype)  # (k, K)
+    if arch.kind == "loss_attention":
+        z = _linear(h, Wc, bc)  # (k, N, K)
+        s = torch.logsumexp(z, dim=-1)  # (k, N)
+        scores = s
+    else:
+        T = _linear(h, p["attention.V.weight"], p["attention.V.bias"]).tanh_()  # (k, N, Hd)
+        if arch.gated:
+            G = _linear(h, p["attention.U.weight"], p["attention.U.bias"]).sigmoid_()
+            A = T * G
+        else:
+            A = T
+        scores = torch.bmm(A, p["attention.w.weight"]).squeeze(-1)  # (k, N)
+    alpha = _masked_softmax(scores, mask)  # (k, N), 0 at padding
+    emb = torch.bmm(alpha.unsqueeze(1), h)  # (k, 1, H)
+    zb = _linear(emb, Wc, bc).squeeze(1)  # (k, K)
+    logp = torch.log_softmax(zb, dim=-1)
+    loss = -(logp * onehot).sum(-1)  # bag cross-entropy (k,)
+    # backward of the bag term
+    gzb = logp.exp_().sub_(onehot)  # (k, K)
+    torch.bmm(emb.transpose(1, 2), gzb.unsqueeze(1), out=g[wn_c])  # (k, H, K)
+    g[bn_c].copy_(gzb)
+    ge = torch.bmm(gzb.unsqueeze(1), Wc.transpose(1, 2))  # (k, 1, H)
+    gh = alpha.unsqueeze(-1) * ge  # (k, N, H)
+    galpha = torch.bmm(h, ge.transpose(1, 2)).squeeze(-1)  # (k, N)
+    if arch.kind == "loss_attention":
+        c = arch.lam / n if arch.reduction == "mean" else torch.full_like(n, arch.lam)  # (k,)
+        ce = s - (z * onehot.unsqueeze(1)).sum(-1)  # instance cross-entropies (k, N)
+        loss = loss + c * (alpha * ce).sum(1)
+        galpha = galpha + c.unsqueeze(1) * ce
+        ca = c.unsqueeze(1) * alpha  # (k, N)
+        gs = alpha * (galpha - (alpha * galpha).sum(1, keepdim=True)) + ca  # through the softmax + instance term
+        gz = torch.softmax(z, dim=-1).mul_(gs.unsqueeze(-1)).sub_(ca.unsqueeze(-1) * onehot.unsqueeze(1))
+        g[wn_c].baddbmm_(h.transpose(1, 2), gz)
+        g[bn_c].add_(gz.sum(1))
+        gh.baddbmm_(gz, Wc.transpose(1, 2))
+    else:
+        ga = alpha * (galpha - (alpha * galpha).sum(1, keepdim=True))  # (k, N)
+        w = p["attention.w.weight"]  # (k, Hd, 1)
+        torch.bmm(A.transpose(1, 2), ga.unsqueeze(-1), out=g["attention.w.weight"])
+        gA = ga.unsqueeze(-1) * w.transpose(1, 2)  # (k, N, Hd)
+        if arch.gated:
+            gT = gA * G
+            gpu = (gA * T).mul_(G * (1 - G))
+            torch.bmm(h.transpose(1, 2), gpu, out=g["attention.U.weight"])
+            torch.sum(gpu, 1, out=g["attention.U.bias"])
+            gh.baddbmm_(gpu, p["attention.U.weight"].transpose(1, 2))
+        else:
+            gT = gA
+        gpv = gT * (1 - T * T)
+        torch.bmm(h.transpose(1, 2), gpv, out=g["attention.V.weight"])
+        torch.sum(gpv, 1, out=g["attention.V.bias"])
+        gh.baddbmm_(gpv, p["attention.V.weight"].transpose(1, 2))
+    return loss, gh
+
+
+def _head_pieces(
+    arch: _Arch,
+    p: dict[str, Tensor],
+    g: dict[str, Tensor],
+    pieces: list[tuple[Tensor | None, Tensor, Tensor]],
+    y: Tensor,
+    n: Tensor,
+) -> tuple[Tensor, list[Tensor]]:
+    """:func:`_head_loss_and_grads` for bags given as row pieces (see ``VectorizedTrainer._levels``).
+
+    ``pieces[0] = (None, h, mask)`` holds the first rows of all ``k`` runs; ``pieces[l] = (idx, h_l, mask_l)``
+    further rows of the runs ``idx``. The softmax over a bag's instances spans all its pieces. Returns the
+    per-run losses ``(k,)`` and d(sum of losses)/d ``h_l`` for every piece; writes the head's gradients into ``g``.
+    """
+    if len(pieces) == 1:
+        loss, gh = _head_loss_and_grads(arch, p, g, pieces[0][1], pieces[0][2], y, n)
+        return loss, [gh]
+    wn_c, bn_c = _classifier_names(arch)
+    la = arch.kind == "loss_attention"
+    head_names = [wn_c, bn_c] if la else [nm for nm in arch.names if not nm.startswith("extractor.")]
+    K = p[wn_c].shape[-1]
+    onehot = F.one_hot(y, K).to(pieces[0][1].dtype)  # (k, K)
+    c = (arch.lam / n if arch.reduction == "mean" else torch.full_like(n, arch.lam)) if la else None
+    fw = []  # per piece: (idx, params, h, mask, onehot, scores, extra)
+    for idx, h, mask in pieces:
+        q = p if idx is None else {nm: p[nm].index_select(0, idx) for nm in head_names}
+        oh = onehot if idx is None else onehot.index_select(0, idx)
+        if la:
+            z = _linear(h, q[wn_c], q[bn_c])
+            sc = torch.logsumexp(z, dim=-1)
+            extra = (z,)
+        else:
+            T = _linear(h, q["attention.V.weight"], q["attention.V.bias"]).tanh_()
+            G = _linear(h, q["attention.U.weight"], q["attention.U.bias"]).sigmoid_() if arch.gated else None
+            A = T * G if G is not None else T
+            sc = torch.bmm(A, q["attention.w.weight"]).squeeze(-1)
+            extra = (T, G, A)
+        fw.append((idx, q, h, mask, oh, sc, extra))
+
+    def combine(first: Tensor, parts: list[Tensor], how: str = "sum") -> Tensor:
+        out = first.clone()
+        for (idx, *_), v in zip(fw[1:], parts, strict=True):
+            if how == "sum":
+                out.index_add_(0, idx, v)
+            else:
+                out.scatter_reduce_(0, idx, v, "amax")
+        return out
+
+    masked = [sc.masked_fill(~mask, -math.inf) for (_, _, _, mask, _, sc, _) in fw]
+    top = combine(masked[0].amax(1), [m.amax(1) for m in masked[1:]], "amax")  # per-run max score
+    ex = [
+        (m - (top if f[0] is None else top.index_select(0, f[0])).unsqueeze(1)).exp_()
+        for m, f in zip(masked, fw, strict=True)
+    ]
+    den = combine(ex[0].sum(1), [e.sum(1) for e in ex[1:]])
+    alphas = [
+        e / (den if f[0] is None else den.index_select(0, f[0])).unsqueeze(1) for e, f in zip(ex, fw, strict=True)
+    ]
+    embs = [torch.bmm(a.unsqueeze(1), f[2]).squeeze(1) for a, f in zip(alphas, fw, strict=True)]
+    emb = combine(embs[0], embs[1:])  # (k, H)
+    Wc, bc = p[wn_c], p[bn_c]
+    zb = torch.baddbmm(bc.unsqueeze(1), emb.unsqueeze(1), Wc).squeeze(1)
+    logp = torch.log_softmax(zb, dim=-1)
+    loss = -(logp * onehot).sum(-1)
+    gzb = logp.exp_().sub_(onehot)
+    torch.bmm(emb.unsqueeze(2), gzb.unsqueeze(1), out=g[wn_c])
+    g[bn_c].copy_(gzb)
+    ge = torch.bmm(gzb.unsqueeze(1), Wc.transpose(1, 2))  # (k, 1, H)
+    for nm in head_names:
+        if nm not in (wn_c, bn_c):
+            g[nm].zero_()  # attention-network gradients: accumulated piece by piece below
+    gals, ces = [], []
+    for (idx, _q, h, _mask, oh, sc, extra), a in zip(fw, alphas, strict=True):
+        ge_l = ge if idx is None else ge.index_select(0, idx)
+        gal = torch.bmm(h, ge_l.transpose(1, 2)).squeeze(-1)
+        if la:
+            c_l = c if idx is None else c.index_select(0, idx)
+            ce = sc - (extra[0] * oh.unsqueeze(1)).sum(-1)
+            ces.append((a * ce).sum(1) * c_l)
+            gal = gal + c_l.unsqueeze(1) * ce
+        gals.append(gal)
+    if la:
+        loss = loss + combine(ces[0], ces[1:])
+    S = combine((alphas[0] * gals[0]).sum(1), [(a * gl).sum(1) for a, gl in zip(alphas[1:], gals[1:], strict=True)])
+    ghs = []
+    for (idx, q, h, _mask, oh, _sc, extra), a, gal in zip(fw, alphas, gals, strict=True):
+        ge_l = ge if idx is None else ge.index_select(0, idx)
+        S_l = S if idx is None else S.index_select(0, idx)
+        gh = a.unsqueeze(-1) * ge_l
+        gsc = a * (gal - S_l.unsqueeze(1))  # d/d score, through the softmax over the whole bag
+        hg = {}  # this piece's head-parameter gradients
+        if la:
+            c_l = c if idx is None else c.index_select(0, idx)
+            ca = c_l.unsqueeze(1) * a
+            gsc = gsc + ca
+            gz = torch.softmax(extra[0], dim=-1).mul_(gsc.unsqueeze(-1)).sub_(ca.unsqueeze(-1) * oh.unsqueeze(1))
+            hg[wn_c] = torch.bmm(h.transpose(1, 2), gz)
+            hg[bn_c] = gz.sum(1)
+            gh.baddbmm_(gz, q[wn_c].transpose(1, 2))
+        else:
+            T, G, A = extra
+            hg["attention.w.weight"] = torch.bmm(A.transpose(1, 2), gsc.unsqueeze(-1))
+            gA = gsc.unsqueeze(-1) * q["attention.w.weight"].transpose(1, 2)
+            if G is not None:
+                gT = gA * G
+                gpu = (gA * T).mul_(G * (1 - G))
+                hg["attention.U.weight"] = torch.bmm(h.transpose(1, 2), gpu)
+                hg["attention.U.bias"] = gpu.sum(1)
+                gh.baddbmm_(gpu, q["attention.U.weight"].transpose(1, 2))
+            else:
+                gT = gA
+            gpv = gT * (1 - T * T)
+            hg["attention.V.weight"] = torch.bmm(h.transpose(1, 2), gpv)
+            hg["attention.V.bias"] = gpv.sum(1)
+            gh.baddbmm_(gpv, q["attention.V.weight"].transpose(1, 2))
+        for nm, v in hg.items():
+            if idx is None:
+                g[nm].add_(v)
+            else:
+                g[nm].index_add_(0, idx, v)
+        ghs.append(gh)
+    return loss, ghs
+
+
+def _loss_and_grads(
+    arch: _Arch,
+    p: dict[str, Tensor],
+    g: dict[str, Tensor],
+    x: Tensor,
+    mask: Tensor,
+    y: Tensor,
+    n: Tensor,
+    drop: list[Tensor] | None,
+) -> Tensor:
+    """Per-run loss ``(k,)`` of one bag per run; writes d(sum of losses)/d(param) into ``g`` (same shapes as ``p``).
+
+    The same function as :func:`_train_loss`, differentiated by hand: no autograd graph, and the weight
+    gradients go straight into the persistent buffers ``g`` (no per-step allocation of ~R×100k floats).
+    """
+    h, cache = _mlp_forward(arch, p, x, drop)
+    loss, gh = _head_loss_and_grads(arch, p, g, h, mask, y, n)
+    _mlp_backward(arch, p, g, gh, cache, drop)
+    return loss
 
 
 # --------------------------------------------------------------------------- evaluation sets
@@ -212,11 +483,38 @@ class _EvalSet:
     n_val: np.ndarray  # (R,)
     n_test: np.ndarray  # (R,)
     nb: int
+    runs: Tensor | None = None  # positions of these runs in the group (a chunk of it)
 
 
 def _flat(ds) -> tuple[Tensor, np.ndarray]:
     x, offsets = ds.to_flat()
     return x.reshape(x.shape[0], -1), np.diff(offsets)
+
+
+def _eval_chunks(vals: Sequence[Any], tests: Sequence[Any], device: torch.device, budget: int) -> list[_EvalSet]:
+    """The evaluation bags of all runs as chunks of runs with similar instance counts (little padding).
+
+    A chunk starts with the largest remaining run and takes the next ones while their instance count is at
+    least 3/4 of the first's and the chunk's activations stay under ``budget`` bytes.
+    """
+    counts = [
+        sum(ds.num_instances for ds in (v, t) if ds is not None and len(ds)) for v, t in zip(vals, tests, strict=True)
+    ]
+    order = sorted(range(len(vals)), key=lambda r: -counts[r])
+    width = next(ds.num_features for pair in zip(vals, tests, strict=True) for ds in pair if ds is not None)
+    chunks, i = [], 0
+    while i < len(order):
+        first = max(counts[order[i]], 1)
+        per_run = first * (width + 3 * 256) * 4
+        j = i + 1
+        while j < len(order) and 4 * counts[order[j]] >= 3 * first and (j - i + 1) * per_run <= budget:
+            j += 1
+        runs = order[i:j]
+        ev = _build_eval([vals[r] for r in runs], [tests[r] for r in runs], device)
+        ev.runs = torch.tensor(runs, device=device)
+        chunks.append(ev)
+        i = j
+    return chunks
 
 
 def _build_eval(vals: Sequence[Any], tests: Sequence[Any], device: torch.device) -> _EvalSet:
@@ -262,18 +560,16 @@ def _build_eval(vals: Sequence[Any], tests: Sequence[Any], device: torch.device)
         is_val[r, :nv] = True
         is_test[r, nv:n] = True
     t = lambda a: a.to(device)  # noqa: E731
-    return _EvalSet(
-        t(X), t(bag_id), t(inst_label), t(labels), t(sizes), t(is_val), t(is_test), n_val, n_test, nb
-    )
+    return _EvalSet(t(X), t(bag_id), t(inst_label), t(labels), t(sizes), t(is_val), t(is_test), n_val, n_test, nb)
 
 
 @torch.no_grad()
-def _eval_chunk(arch: _Arch, p: dict[str, Tensor], ev: _EvalSet, sl: slice) -> tuple[Tensor, Tensor]:
-    """Bag probabilities ``(c, nb+1, K)`` and per-bag losses ``(c, nb+1)`` of runs ``sl`` (no dropout)."""
-    x = ev.x[sl]
+def _eval_chunk(arch: _Arch, p: dict[str, Tensor], ev: _EvalSet) -> tuple[Tensor, Tensor]:
+    """Bag probabilities ``(c, nb+1, K)`` and per-bag losses ``(c, nb+1)`` of the chunk's runs (no dropout)."""
+    x = ev.x
     c, M, _ = x.shape
     nb1 = ev.nb + 1
-    gid = (ev.bag_id[sl] + torch.arange(c, device=x.device).unsqueeze(1) * nb1).reshape(-1)  # (c*M,)
+    gid = (ev.bag_id + torch.arange(c, device=x.device).unsqueeze(1) * nb1).reshape(-1)  # (c*M,)
     h = _mlp(arch, p, x, None)  # (c, M, H)
     H = h.shape[-1]
     w, b = _classifier(arch, p)
@@ -290,13 +586,13 @@ def _eval_chunk(arch: _Arch, p: dict[str, Tensor], ev: _EvalSet, sl: slice) -> t
     emb = torch.zeros(c * nb1, H, device=x.device).index_add_(0, gid, alpha.unsqueeze(1) * h.reshape(-1, H))
     zb = _linear(emb.view(c, nb1, H), w, b)  # (c, nb+1, K)
     K = zb.shape[-1]
-    labels = ev.labels[sl]
+    labels = ev.labels
     loss = F.cross_entropy(zb.reshape(-1, K), labels.reshape(-1), reduction="none").view(c, nb1)
     if arch.kind == "loss_attention":
-        inst_ce = s - z.gather(-1, ev.inst_label[sl].unsqueeze(-1)).squeeze(-1)
+        inst_ce = s - z.gather(-1, ev.inst_label.unsqueeze(-1)).squeeze(-1)
         inst = torch.zeros(c * nb1, device=x.device).index_add_(0, gid, alpha * inst_ce.reshape(-1)).view(c, nb1)
         if arch.reduction == "mean":
-            inst = inst / ev.sizes[sl]
+            inst = inst / ev.sizes
         loss = loss + arch.lam * inst
     return torch.softmax(zb, dim=-1), loss
 
@@ -342,8 +638,10 @@ class VectorizedTrainer:
             At the end each holds its run's selected parameters.
         config: the shared :class:`TrainConfig` (``batch_size`` must be 1).
         seeds: the ``R`` run seeds (batch order, as the Trainer, and the per-run dropout generators).
-        max_buckets: at most this many size buckets per step (1 = always pad to the step's largest bag).
-        bucket_overhead: cost of one more bucket, in padded instance rows, when choosing buckets.
+        max_levels: at most this many row levels per step (1 = always pad to the step's largest bag);
+            see :meth:`_levels`.
+        level_overhead: cost of one more level, in padded instance rows.
+        gather_cost: cost per gathered run, in instance rows, of a level above the first.
         eval_budget: bytes of activations one batched evaluation pass may use (runs are chunked to fit).
     """
 
@@ -353,8 +651,9 @@ class VectorizedTrainer:
         config: TrainConfig,
         seeds: Sequence[int],
         *,
-        max_buckets: int = 3,
-        bucket_overhead: int = 256,
+        max_levels: int = 8,
+        level_overhead: int = 48,
+        gather_cost: int = 12,
         eval_budget: int = 256 * 2**20,
     ) -> None:
         config.validate()
@@ -385,8 +684,9 @@ class VectorizedTrainer:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("TrainConfig.device is 'cuda' but no CUDA device is available; use device=cpu")
-        self.max_buckets = max(1, min(int(max_buckets), 3))
-        self.bucket_overhead = int(bucket_overhead)
+        self.max_levels = max(1, int(max_levels))
+        self.level_overhead = int(level_overhead)
+        self.gather_cost = int(gather_cost)
         self.eval_budget = int(eval_budget)
         self.timings: dict[str, float] = {}
 
@@ -419,6 +719,7 @@ class VectorizedTrainer:
                 raise ValueError("the training set has no bags")
         c = self.config
         start = time.perf_counter()
+        cpu_start = time.process_time()
         if c.threads:
             torch.set_num_threads(c.threads)
         dev, arch = self.device, self.arch
@@ -435,18 +736,37 @@ class VectorizedTrainer:
         tests = [tests[i] for i in order]
         classes = [(int(a), int(b)) for a, b in _runs_of_equal(n_sorted)]  # contiguous [a, b) slices
 
-        # stacked parameters (nn.Linear layout) and Adam state
-        params = {
-            name: torch.stack([dict(m.named_parameters())[name].detach().to(dev) for m in models]).contiguous()
-            for name in arch.names
-        }
-        for p in params.values():
-            p.requires_grad_(True)
+        # stacked parameters, 2-D weights transposed to (in, out); Adam state; gradient buffers
+        with torch.no_grad():
+            params = {
+                name: torch.stack([_to_engine(dict(m.named_parameters())[name].detach()) for m in models])
+                .to(dev)
+                .contiguous()
+                for name in arch.names
+            }
+        grads = {n: torch.zeros_like(p) for n, p in params.items()}
         exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
         exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
         steps = [torch.zeros((), dtype=torch.float32, device=dev) for _ in classes]
-        best = {n: p.detach().clone() for n, p in params.items()}
+        best = {n: p.clone() for n, p in params.items()}
+        # scratch for the gathered MLP parameters/gradients of the runs with long bags (see _levels)
+        self._mlp_names = [nm for pair in arch.layers for nm in pair]
+        self._scratch_p = {nm: torch.empty_like(params[nm]) for nm in self._mlp_names}
+        self._scratch_g = {nm: torch.empty_like(params[nm]) for nm in self._mlp_names}
         fused = _fused_available()
+        self.stats = {"multi_level_steps": 0, "steps": 0, "updates": []}
+        # Adam operands per class of runs (leading-dim slices of the stacked tensors are contiguous views)
+        adam_lists = [
+            (
+                [params[n][a:b] for n in arch.names],
+                [grads[n][a:b] for n in arch.names],
+                [exp_avg[n][a:b] for n in arch.names],
+                [exp_avg_sq[n][a:b] for n in arch.names],
+                [steps[i]] * len(arch.names),
+            )
+            for i, (a, b) in enumerate(classes)
+        ]
+        self._all_classes = adam_lists
 
         # training instances of all runs, flat, plus one zero row for padding
         flats = [_flat(ds) for ds in trains]
@@ -464,17 +784,17 @@ class VectorizedTrainer:
         # test bags are scored per epoch only for the labelled oracle figure (TrainConfig.oracle)
         oracle_test = [c.oracle and h for h in has_test]
         ev_tests = [t if o else None for t, o in zip(tests, oracle_test, strict=True)]
-        ev = _build_eval(vals, ev_tests, dev) if (any(has_val) or any(oracle_test)) else None
+        ev = _eval_chunks(vals, ev_tests, dev, self.eval_budget) if (any(has_val) or any(oracle_test)) else None
 
         p_drop = arch.dropout
-        gens = [torch.Generator().manual_seed(_dropout_seed(s)) for s in seeds] if p_drop > 0 else []
+        gens = [np.random.default_rng([int(s) & 0xFFFFFFFF, _DROPOUT_STREAM]) for s in seeds] if p_drop > 0 else []
         width = sum(arch.widths)
         cuts = np.cumsum([0] + arch.widths)
 
         histories: list[list[dict[str, Any]]] = [[] for _ in range(R)]
         best_key: list[tuple[float, float] | None] = [None] * R
         best_epoch = [-1] * R
-        t_train = t_eval = 0.0
+        t_train = t_eval = cpu_train = 0.0
         T = int(n_sorted[0])
         active_at = np.array([(n_sorted > t).sum() for t in range(T)], dtype=np.int64)
         size_tab = np.stack([_pad(s, T) for s in sizes])
@@ -482,7 +802,7 @@ class VectorizedTrainer:
         label_tab = np.stack([_pad(s, T) for s in labels])
 
         for epoch in range(c.epochs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sched = self._schedule(epoch)
             b1, b2 = sched["beta1"], sched["beta2"]
             # per run: the bag order of this epoch, exactly as the Trainer draws it
@@ -500,21 +820,22 @@ class VectorizedTrainer:
                 dstart = np.cumsum(size, axis=1) - size
                 dbase = np.concatenate([[0], np.cumsum(counts)])
                 dstart = dstart + dbase[:R, None]
-                keep = torch.cat(
-                    [torch.rand((int(counts[r]), width), generator=gens[r]) >= p_drop for r in range(R)]
-                    + [torch.zeros((1, width), dtype=torch.bool)]
+                keep = torch.from_numpy(
+                    np.concatenate(
+                        [_keep_mask(gens[r], int(counts[r]), width, p_drop) for r in range(R)]
+                        + [np.zeros((1, width), dtype=bool)]
+                    )
                 ).to(dev)
                 drop_rows = (keep, dstart, int(dbase[-1]))
             loss_sum = torch.zeros(R, device=dev)
             for t in range(T):
                 k = int(active_at[t])
-                self._step(
-                    t, k, params, X, pad_row, size, fstart, ylab, drop_rows, loss_sum, cuts, p_drop, dev
-                )
-                active = [i for i, (a, b) in enumerate(classes) if n_sorted[a] > t]
-                self._adam(params, exp_avg, exp_avg_sq, steps, classes, active, sched["lr"], b1, b2, fused)
+                self._step(t, k, params, grads, X, pad_row, size, fstart, ylab, drop_rows, loss_sum, cuts, p_drop, dev)
+                active = [adam_lists[i] for i, (a, _) in enumerate(classes) if n_sorted[a] > t]
+                self._adam(active, sched["lr"], b1, b2, fused)
             t1 = time.perf_counter()
             t_train += t1 - t0
+            cpu_train += time.process_time() - c0
 
             train_loss = (loss_sum / torch.from_numpy(n_sorted).to(dev, torch.float32)).tolist()
             bad = [seeds[r] for r in range(R) if not math.isfinite(train_loss[r])]
@@ -545,11 +866,14 @@ class VectorizedTrainer:
                 histories[r].append(row)
             if improved:
                 idx = torch.tensor(improved, device=dev)
-                with torch.no_grad():
-                    for n, p in params.items():
-                        best[n].index_copy_(0, idx, p.detach().index_select(0, idx))
+                for n, p in params.items():
+                    best[n].index_copy_(0, idx, p.index_select(0, idx))
             t_eval += time.perf_counter() - t1
 
+        updates = np.zeros(R, dtype=np.int64)
+        for (a, b), st in zip(classes, steps, strict=True):
+            updates[order[a:b]] = int(st)
+        self.stats["updates"] = updates.tolist()  # optimizer steps per run, in input order
         # every run's model gets its selected parameters; final metrics from the ordinary evaluate()
         t2 = time.perf_counter()
         results: list[FitResult | None] = [None] * R
@@ -558,7 +882,7 @@ class VectorizedTrainer:
             model = models[r]
             with torch.no_grad():
                 for n, p in model.named_parameters():
-                    p.copy_(best[n][r].to(p.device))
+                    p.copy_(_from_engine(best[n][r]).to(p.device))
             model.to(dev)
             v = evaluate(model, vals[r], c.eval_batch_size, dev) if has_val[r] else None
             te = evaluate(model, tests[r], c.eval_batch_size, dev) if has_test[r] else None
@@ -579,6 +903,8 @@ class VectorizedTrainer:
             "eval": t_eval,
             "final_eval": time.perf_counter() - t2,
             "total": total,
+            "cpu_total": time.process_time() - cpu_start,
+            "cpu_train": cpu_train,
             "runs": R,
             "steps": int(c.epochs * T),
         }
@@ -588,114 +914,138 @@ class VectorizedTrainer:
         return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ one step
-    def _buckets(self, sz: np.ndarray) -> list[np.ndarray]:
-        """Split the step's runs (positions in ``sz``) into ≤ max_buckets groups padded separately."""
-        k = sz.shape[0]
-        if self.max_buckets == 1 or k < 2:
-            return [np.arange(k)]
-        srt = np.argsort(sz, kind="stable")
-        s = sz[srt].astype(np.int64)
-        a = self.bucket_overhead
-        best_cost, best_cuts = a + k * int(s[-1]), ()
-        i = np.arange(1, k)
-        cost2 = 2 * a + i * s[i - 1] + (k - i) * s[-1]
-        j2 = int(np.argmin(cost2))
-        if cost2[j2] < best_cost:
-            best_cost, best_cuts = int(cost2[j2]), (int(i[j2]),)
-        if self.max_buckets >= 3 and k >= 3:
-            ii, jj = np.meshgrid(i, i, indexing="ij")
-            ok = ii < jj
-            cost3 = 3 * a + ii * s[ii - 1] + (jj - ii) * s[jj - 1] + (k - jj) * s[-1]
-            cost3 = np.where(ok, cost3, np.iinfo(np.int64).max)
-            f = int(np.argmin(cost3))
-            if cost3.flat[f] < best_cost:
-                best_cuts = (int(ii.flat[f]), int(jj.flat[f]))
-        if not best_cuts:
-            return [np.arange(k)]
-        return [np.sort(g) for g in np.split(srt, list(best_cuts))]
+    def _levels(self, sz: np.ndarray) -> list[int]:
+        """Row thresholds ``t_1 < … < t_L = max(sz)`` splitting a step's padded bags into levels.
 
-    def _step(self, t, k, params, X, pad_row, size, fstart, ylab, drop_rows, loss_sum, cuts, p_drop, dev):
+        Level 1 holds rows ``[0, t_1)`` of every run (one dense batch, padded where a bag is shorter);
+        level ``l > 1`` holds rows ``[t_{l-1}, t_l)`` of the runs whose bag is longer than ``t_{l-1}``, with
+        their MLP parameters gathered. Only the MLP runs per level; pooling and loss see whole bags.
+        Cost model in instance rows: each level costs its padded rows plus ``level_overhead``, and
+        ``gather_cost`` per gathered run. Dynamic programming over the distinct bag sizes.
+        """
+        k = sz.shape[0]
+        top = int(sz.max())
+        alpha, gamma = self.level_overhead, self.gather_cost
+        if self.max_levels == 1 or k * top - int(sz.sum()) <= alpha + gamma:
+            return [top]
+        u, cnt = np.unique(sz, return_counts=True)
+        m = len(u)
+        A = k - np.cumsum(cnt)  # runs with a bag longer than u[i]
+        big = np.iinfo(np.int64).max // 4
+        ii, jj = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+        span = np.where(ii < jj, A[:, None] * (u[None, :] - u[:, None] + gamma) + alpha, big)
+        dp = k * u + alpha  # one level covering rows [0, u[j])
+        best_cost, best_l, back = int(dp[-1]), 1, []
+        for nl in range(2, min(self.max_levels, m) + 1):
+            M = dp[:, None] + span
+            arg = M.argmin(0)
+            dp = M[arg, np.arange(m)]
+            back.append(arg)
+            if dp[-1] < best_cost:
+                best_cost, best_l = int(dp[-1]), nl
+        ends, j = [m - 1], m - 1
+        for nl in range(best_l, 1, -1):
+            j = int(back[nl - 2][j])
+            ends.append(j)
+        return [int(u[e]) for e in sorted(ends)]
+
+    def _step(self, t, k, params, grads, X, pad_row, size, fstart, ylab, drop_rows, loss_sum, cuts, p_drop, dev):
+        """Loss and gradients of step ``t`` for the ``k`` active runs (gradients into ``grads[:k]``)."""
         arch = self.arch
-        sz_all = size[:k, t]
-        groups = self._buckets(sz_all)
-        total = None
-        for g in groups:
-            whole = len(groups) == 1
-            sz = sz_all[g]
-            N = int(sz.max())
-            ar = np.arange(N)
-            valid = ar[None, :] < sz[:, None]
-            fidx = np.where(valid, fstart[g, t][:, None] + ar, pad_row)
-            x = X.index_select(0, torch.from_numpy(fidx.reshape(-1)).to(dev)).view(len(g), N, -1)
-            mask = torch.from_numpy(valid).to(dev)
-            y = torch.from_numpy(ylab[g, t]).to(dev)
-            n = torch.from_numpy(sz.astype(np.float32)).to(dev)
+        R = len(loss_sum)
+        sz = size[:k, t]
+        thresholds = self._levels(sz)
+        self.stats["steps"] += 1
+        self.stats["multi_level_steps"] += len(thresholds) > 1
+        p_all = params if k == R else {nm: v[:k] for nm, v in params.items()}
+        g_all = grads if k == R else {nm: v[:k] for nm, v in grads.items()}
+        y = torch.from_numpy(ylab[:k, t]).to(dev)
+        n = torch.from_numpy(sz.astype(np.float32)).to(dev)
+        levels = []
+        if len(thresholds) > 1:
+            # the runs with a bag longer than the first level, longest first: every further level's runs
+            # are a prefix of this order, so their MLP parameters are gathered once
+            long_runs = np.flatnonzero(sz > thresholds[0])
+            long_runs = long_runs[np.argsort(-sz[long_runs], kind="stable")]
+            gidx = torch.from_numpy(long_runs).to(dev)
+            pg = {
+                nm: torch.index_select(params[nm], 0, gidx, out=self._scratch_p[nm][: len(long_runs)])
+                for nm in self._mlp_names
+            }
+            gg = {nm: self._scratch_g[nm][: len(long_runs)] for nm in self._mlp_names}
+        lo = 0
+        for hi in thresholds:
+            runs = np.arange(k) if lo == 0 else long_runs[: int((sz > lo).sum())]
+            rows = np.arange(lo, hi)
+            valid = rows[None, :] < sz[runs, None]
+            fidx = np.where(valid, fstart[runs, t][:, None] + rows, pad_row)
+            x = X.index_select(0, torch.from_numpy(fidx.reshape(-1)).to(dev)).view(len(runs), hi - lo, -1)
             drop = None
             if drop_rows is not None:
                 keep, dstart, dpad = drop_rows
-                didx = np.where(valid, dstart[g, t][:, None] + ar, dpad)
-                rows = keep.index_select(0, torch.from_numpy(didx.reshape(-1)).to(dev)).view(len(g), N, -1)
-                scaled = rows.to(torch.float32).mul_(1.0 / (1.0 - p_drop))
+                didx = np.where(valid, dstart[runs, t][:, None] + rows, dpad)
+                kept = keep.index_select(0, torch.from_numpy(didx.reshape(-1)).to(dev)).view(len(runs), hi - lo, -1)
+                scaled = kept.to(torch.float32).mul_(1.0 / (1.0 - p_drop))
                 drop = [scaled[..., int(cuts[i]) : int(cuts[i + 1])] for i in range(len(cuts) - 1)]
-            if whole:
-                p = params if k == len(loss_sum) else {nm: v[:k] for nm, v in params.items()}
+            if lo == 0:
+                idx, p, g = None, p_all, g_all
             else:
-                gi = torch.from_numpy(g).to(dev)
-                p = {nm: v.index_select(0, gi) for nm, v in params.items()}
-            loss = _train_loss(arch, p, x, mask, y, n, drop)
-            with torch.no_grad():
-                if whole:
-                    loss_sum[:k] += loss.detach()
-                else:
-                    loss_sum.index_add_(0, gi, loss.detach())
-            total = loss.sum() if total is None else total + loss.sum()
-        total.backward()
+                idx = gidx[: len(runs)]
+                p = {nm: v[: len(runs)] for nm, v in pg.items()}
+                g = {nm: v[: len(runs)] for nm, v in gg.items()}
+            h, cache = _mlp_forward(arch, p, x, drop)
+            levels.append((lo, hi, idx, p, g, h, cache, drop, valid))
+            lo = hi
+        pieces = [(idx, h, torch.from_numpy(valid).to(dev)) for (_, _, idx, _, _, h, _, _, valid) in levels]
+        loss, ghs = _head_pieces(arch, p_all, g_all, pieces, y, n)
+        for i, ((_lo, _hi, _idx, p, g, _, cache, drop, _), gh) in enumerate(zip(levels, ghs, strict=True)):
+            # the long runs' gradients of the further levels are summed in gg, then added to theirs
+            _mlp_backward(arch, p, g, gh, cache, drop, accumulate=i > 1)
+        if len(levels) > 1:
+            for nm in self._mlp_names:
+                grads[nm].index_add_(0, gidx, gg[nm])
+        loss_sum[:k] += loss
 
-    def _adam(self, params, exp_avg, exp_avg_sq, steps, classes, active, lr, b1, b2, fused) -> None:
-        c = self.config
-        ps, gs, ms, vs, sts = [], [], [], [], []
-        for i in active:
-            a, b = classes[i]
-            steps[i] += 1
-            for n, p in params.items():
-                ps.append(p.data[a:b])
-                gs.append(p.grad[a:b])
-                ms.append(exp_avg[n][a:b])
-                vs.append(exp_avg_sq[n][a:b])
-                sts.append(steps[i])
-        kw = dict(lr=lr, beta1=b1, beta2=b2, weight_decay=c.weight_decay, eps=1e-8)
-        with torch.no_grad():
-            if fused:
-                torch._fused_adam_(ps, gs, ms, vs, [], sts, amsgrad=False, maximize=False, **kw)
-            else:
-                _adam_reference(ps, gs, ms, vs, sts, **kw)
-        for p in params.values():
-            p.grad = None
+    def _adam(self, active, lr, b1, b2, fused) -> None:
+        """One Adam step (``torch.optim.Adam`` math, L2 weight decay) of the active classes of runs."""
+        if not active:
+            return
+        ps, gs, ms, vs, sts = ([x for cls in active for x in cls[j]] for j in range(5))
+        for cls in active:
+            cls[4][0].add_(1)  # the class's step count (shared by its parameter tensors)
+        kw = dict(lr=lr, beta1=b1, beta2=b2, weight_decay=self.config.weight_decay, eps=1e-8)
+        if fused:
+            torch._fused_adam_(ps, gs, ms, vs, [], sts, amsgrad=False, maximize=False, **kw)
+        else:
+            _adam_reference(ps, gs, ms, vs, sts, **kw)
 
     # ------------------------------------------------------------------ per-epoch evaluation
-    def _evaluate_epoch(self, params: dict[str, Tensor], ev: _EvalSet, R: int) -> dict[str, list[float]]:
-        width = max(self.arch.widths)
-        per_run = ev.x.shape[1] * (ev.x.shape[2] + 3 * width) * 4
-        chunk = max(1, min(R, self.eval_budget // max(per_run, 1)))
-        probs, losses = [], []
-        with torch.no_grad():
-            for a in range(0, R, chunk):
-                sl = slice(a, min(R, a + chunk))
-                pr, lo = _eval_chunk(self.arch, {n: p.detach()[sl] for n, p in params.items()}, ev, sl)
-                probs.append(pr)
-                losses.append(lo)
-        prob = torch.cat(probs)
-        loss = torch.cat(losses)
-        correct = (prob.argmax(-1) == ev.labels).cpu().numpy()
-        loss_np = loss.double().cpu().numpy()
-        is_val, is_test = ev.is_val.cpu().numpy(), ev.is_test.cpu().numpy()
-        out: dict[str, list[float]] = {"val_loss": [], "val_accuracy": [], "test_accuracy": []}
-        for r in range(R):
-            nv, nt = int(ev.n_val[r]), int(ev.n_test[r])
-            out["val_accuracy"].append(int(correct[r][is_val[r]].sum()) / nv if nv else float("nan"))
-            out["val_loss"].append(float(loss_np[r][is_val[r]].mean()) if nv else float("nan"))
-            out["test_accuracy"].append(int(correct[r][is_test[r]].sum()) / nt if nt else float("nan"))
+    def _evaluate_epoch(self, params: dict[str, Tensor], chunks: list[_EvalSet], R: int) -> dict[str, list[float]]:
+        """Validation loss/accuracy (and oracle test accuracy) of every run with its current parameters."""
+        out: dict[str, list[float]] = {k: [math.nan] * R for k in ("val_loss", "val_accuracy", "test_accuracy")}
+        for ev in chunks:
+            p = {n: v.index_select(0, ev.runs) for n, v in params.items()}
+            prob, loss = _eval_chunk(self.arch, p, ev)
+            correct = (prob.argmax(-1) == ev.labels).cpu().numpy()
+            loss_np = loss.double().cpu().numpy()
+            is_val, is_test = ev.is_val.cpu().numpy(), ev.is_test.cpu().numpy()
+            for j, r in enumerate(ev.runs.tolist()):
+                nv, nt = int(ev.n_val[j]), int(ev.n_test[j])
+                if nv:
+                    out["val_accuracy"][r] = int(correct[j][is_val[j]].sum()) / nv
+                    out["val_loss"][r] = float(loss_np[j][is_val[j]].mean())
+                if nt:
+                    out["test_accuracy"][r] = int(correct[j][is_test[j]].sum()) / nt
         return out
+
+
+def _to_engine(p: Tensor) -> Tensor:
+    """Parameter in the engine's layout: 2-D (nn.Linear ``(out, in)``) weights transposed to ``(in, out)``."""
+    return p.t() if p.dim() == 2 else p
+
+
+def _from_engine(p: Tensor) -> Tensor:
+    return p.t() if p.dim() == 2 else p
 
 
 def _runs_of_equal(values: np.ndarray) -> list[tuple[int, int]]:
@@ -714,9 +1064,15 @@ def _pad(a: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _dropout_seed(seed: int) -> int:
-    """Seed of a run's dropout generator: a function of the run seed only."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xD40]).generate_state(1, np.uint64)[0] >> 1)
+_DROPOUT_STREAM = 0xD40  # a run's dropout generator is np.random.default_rng([run seed, _DROPOUT_STREAM])
+
+
+def _keep_mask(rng: np.random.Generator, n: int, width: int, p: float) -> np.ndarray:
+    """``(n, width)`` bool dropout keep-mask, each entry True with probability ``1 - p``."""
+    q = p * 256
+    if q == int(q):  # p a multiple of 1/256 (0.5, 0.25, ...): one random byte per entry, exact
+        return rng.integers(0, 256, size=(n, width), dtype=np.uint8) >= int(q)
+    return rng.random((n, width), dtype=np.float32) >= p
 
 
 # --------------------------------------------------------------------------- protocol integration
