@@ -17,6 +17,12 @@ from .generators import bags_from_pool_indices, make_bags_from_pool, sample_bag_
 from .idx import read_idx, write_idx
 from .info import DatasetInfo, FileInfo, dataset_info, list_datasets
 from .mnist import load_mnist, make_mnist_bags
+from .multilabel import (
+    make_multilabel_dataset,
+    make_multilabel_digits_bags,
+    make_multilabel_mnist_bags,
+    multilabel_targets,
+)
 from .samplers import BucketBatchSampler
 from .sources import cache_dir, data_root, download_url, fetch, is_present
 from .splits import repeated_stratified_kfold, stratified_kfold, train_val_split
@@ -56,6 +62,10 @@ __all__ = [
     "make_cifar10_bags",
     "make_digits_bags",
     "make_mnist_bags",
+    "make_multilabel_dataset",
+    "make_multilabel_digits_bags",
+    "make_multilabel_mnist_bags",
+    "multilabel_targets",
     "read_andrews_mat",
     "read_idx",
     "read_mil_csv",
