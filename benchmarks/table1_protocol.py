@@ -8,6 +8,7 @@ weight decay 5e-4, selection on a validation split. Per dataset this script
   runs are split into ``--jobs`` groups, one worker process each, every group one batched computation;
 * trains the first ``--reference-runs`` planned runs one by one with the per-run :class:`Trainer` (the
   ``engine="trainer"`` path of ``run_experiment``) and extrapolates its time to all runs (stated as such);
+  ``--reference-flush-denormal`` runs it with denormals flushed to zero, as the vectorized engine trains;
 * reports wall and CPU seconds, the mean test accuracy of both (the reference on its slice, next to the
   vectorized engine's accuracy on the same runs), and the machine's load average before and after (other
   processes on the machine slow both down: compare CPU seconds when the load is high).
@@ -48,8 +49,9 @@ def _group(payload):
 
 def _reference(payload):
     """Per-run Trainer runs, one after the other, in this process: (records, wall s, cpu s)."""
-    cfg_dict, specs = payload
+    cfg_dict, specs, flush = payload
     torch.set_num_threads(1)
+    torch.set_flush_denormal(flush)
     from lossattn.train.protocols import execute_run
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -108,7 +110,8 @@ def bench_dataset(dataset: str, args) -> dict:
         by_key = {(r["repeat"], r["fold"]): r for r in records}
     if args.reference_runs > 0:
         ref_specs = specs[: args.reference_runs]
-        recs, wall, cpu = _reference((cfg_dict, ref_specs))
+        recs, wall, cpu = _reference((cfg_dict, ref_specs, args.reference_flush_denormal))
+        torch.set_flush_denormal(False)
         k = len(ref_specs)
         out["reference"] = {
             "measured_runs": k,
@@ -118,6 +121,7 @@ def bench_dataset(dataset: str, args) -> dict:
             "wall_s_all_runs_extrapolated": wall / k * n_runs,
             "wall_s_all_runs_extrapolated_on_jobs": wall / k * n_runs / max(1, args.jobs),
             "test_accuracy_mean_slice": float(np.mean([r["test_accuracy"] for r in recs])),
+            "flush_denormal": args.reference_flush_denormal,
         }
         if "vectorized" in out:
             same = [by_key[(r["repeat"], r["fold"])]["test_accuracy"] for r in recs]
@@ -182,6 +186,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="vectorized groups (worker processes) per dataset")
     p.add_argument("--reference-runs", type=int, default=2, help="per-run Trainer runs to time (0: none)")
     p.add_argument("--skip-vectorized", action="store_true")
+    p.add_argument(
+        "--reference-flush-denormal",
+        action="store_true",
+        help="run the per-run Trainer with denormals flushed to zero too (the vectorized engine always does)",
+    )
     p.add_argument("--dropout", type=float, default=None, help="override the MLP dropout (default: the preset's)")
     p.add_argument("--root", default=None, help="data root (default: $LOSSATTN_DATA)")
     p.add_argument("--json", default=None, help="also write the result here")

@@ -187,6 +187,13 @@ def test_evaluate_images_and_bad_calls():
     res = I.evaluate_images(model, ds, batch_size=3, localization=True)
     assert 0 <= res.accuracy <= 1 and res.top5 == 1.0 and res.localization_ap is not None
     assert set(res.summary()) == {"loss", "accuracy", "top5", "localization_ap"}
+    # arrays with a deterministic transform are evaluated a batch at a time: the same numbers as per image
+    model.eval()
+    tf = ds.transform
+    slow = I.ImageArrayDataset(imgs, labels, lambda x: tf(x), boxes=boxes)  # no `deterministic` flag
+    res_slow = I.evaluate_images(model, slow, batch_size=3, localization=True)
+    assert math.isclose(res.loss, res_slow.loss, rel_tol=1e-5) and res.accuracy == res_slow.accuracy
+    assert res.localization_ap == res_slow.localization_ap
     with pytest.raises(ValueError, match="needs a dataset with boxes"):
         I.evaluate_images(model, I.ImageArrayDataset(imgs, labels), localization=True)
     with pytest.raises(TypeError, match="needs an image model"):

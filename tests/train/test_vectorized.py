@@ -96,6 +96,7 @@ def test_each_run_equals_the_trainer_without_dropout(method, levels):
         )
     if levels > 1:
         assert engine.stats["multi_level_steps"] > 0  # the level split was exercised
+    assert not V._flush_denormal_on()  # the engine trains with denormals flushed and restores the mode
 
 
 @pytest.mark.parametrize("method", ["la_mean", "gated"])
