@@ -58,7 +58,7 @@ from lossattn.train.config import (
     load_preset,
 )
 from lossattn.train.io import atomic_write_json, atomic_write_text, versions
-from lossattn.train.protocols import RunSpec, prepare_split, run_seed
+from lossattn.train.protocols import RunSpec, prepare_split, run_record, run_seed
 from lossattn.train.trainer import FitResult, Trainer
 
 __all__ = ["DDPTrainer", "train_ddp", "shard", "main"]
@@ -270,31 +270,8 @@ def train_ddp(
     fit = trainer.fit(train, val, test, resume=resume)
     if rank != 0:
         return None
-    record: dict[str, Any] = {
-        "method": method,
-        "model": m.model,
-        "repeat": repeat,
-        "fold": fold,
-        "seed": seed,
-        "selected_epoch": fit.selected_epoch,
-        "epochs": train_cfg.epochs,
-        "n_train": len(train),
-        "n_val": 0 if val is None else len(val),
-        "n_test": len(test),
-        "test_accuracy": fit.test.accuracy,
-        "test_auc": fit.test.auc,
-        "test_loss": fit.test.loss,
-        "val_accuracy": None if fit.val is None else fit.val.accuracy,
-        "val_loss": None if fit.val is None else fit.val.loss,
-        "oracle_test_accuracy": fit.oracle_test_accuracy,
-        "last_epoch_test_accuracy": fit.history[-1].get("test_accuracy"),
-        "seconds": fit.seconds,
-        "world_size": world_size,
-        "global_batch": train_cfg.batch_size,
-    }
-    retrieval = fit.test.retrieval()
-    if retrieval is not None:
-        record["instance_retrieval"] = {str(t): v for t, v in retrieval.items()}
+    record = run_record(method, m.model, repeat, fold, seed, train_cfg, (train, val, test), fit)
+    record.update(world_size=world_size, global_batch=train_cfg.batch_size)
     if run_dir is not None:
         atomic_write_json(run_dir / "result.json", record)
     return record

@@ -35,6 +35,7 @@ __all__ = [
     "aggregate",
     "prepare_split",
     "run_seed",
+    "run_record",
 ]
 
 
@@ -112,6 +113,42 @@ def prepare_split(cfg: ExperimentConfig, repeat: int, fold: int | None, return_s
     return (train, val, test, scaler) if return_scaler else (train, val, test)
 
 
+def run_record(
+    method: str, model: str, repeat: int, fold: int | None, seed: int, train_cfg, splits, fit
+) -> dict[str, Any]:
+    """The record of one finished run (the fields of ``result.json``), shared by every engine.
+
+    Args:
+        splits: ``(train, val, test)`` datasets (``val`` may be None).
+        fit: a :class:`~lossattn.train.trainer.FitResult` (or any object with the same fields).
+    """
+    train, val, test = splits
+    record: dict[str, Any] = {
+        "method": method,
+        "model": model,
+        "repeat": repeat,
+        "fold": fold,
+        "seed": seed,
+        "selected_epoch": fit.selected_epoch,
+        "epochs": train_cfg.epochs,
+        "n_train": len(train),
+        "n_val": 0 if val is None else len(val),
+        "n_test": len(test),
+        "test_accuracy": fit.test.accuracy,
+        "test_auc": fit.test.auc,
+        "test_loss": fit.test.loss,
+        "val_accuracy": None if fit.val is None else fit.val.accuracy,
+        "val_loss": None if fit.val is None else fit.val.loss,
+        "oracle_test_accuracy": fit.oracle_test_accuracy,
+        "last_epoch_test_accuracy": fit.history[-1].get("test_accuracy"),
+        "seconds": fit.seconds,
+    }
+    retrieval = fit.test.retrieval()
+    if retrieval is not None:
+        record["instance_retrieval"] = {str(t): v for t, v in retrieval.items()}
+    return record
+
+
 def execute_run(
     cfg: ExperimentConfig | dict, spec: RunSpec, out_dir: str | Path | None = None, resume: bool = False
 ) -> dict[str, Any]:
@@ -151,29 +188,7 @@ def execute_run(
         "method": spec.method,
     }
     fit = Trainer(model, train_cfg, run_dir, seed, metadata).fit(train, val, test, resume=resume)
-    record: dict[str, Any] = {
-        "method": spec.method,
-        "model": method.model,
-        "repeat": spec.repeat,
-        "fold": spec.fold,
-        "seed": seed,
-        "selected_epoch": fit.selected_epoch,
-        "epochs": train_cfg.epochs,
-        "n_train": len(train),
-        "n_val": 0 if val is None else len(val),
-        "n_test": len(test),
-        "test_accuracy": fit.test.accuracy,
-        "test_auc": fit.test.auc,
-        "test_loss": fit.test.loss,
-        "val_accuracy": None if fit.val is None else fit.val.accuracy,
-        "val_loss": None if fit.val is None else fit.val.loss,
-        "oracle_test_accuracy": fit.oracle_test_accuracy,
-        "last_epoch_test_accuracy": fit.history[-1].get("test_accuracy"),
-        "seconds": fit.seconds,
-    }
-    retrieval = fit.test.retrieval()
-    if retrieval is not None:
-        record["instance_retrieval"] = {str(t): v for t, v in retrieval.items()}
+    record = run_record(spec.method, method.model, spec.repeat, spec.fold, seed, train_cfg, (train, val, test), fit)
     if run_dir is not None:
         atomic_write_json(run_dir / "result.json", record)
     return record

@@ -1134,7 +1134,7 @@ def run_group(cfg, method: str, specs: Sequence[Any], out_dir=None, resume: bool
     from lossattn.registry import create_model
     from lossattn.train.config import ExperimentConfig, config_from_dict, config_to_dict
     from lossattn.train.io import atomic_write_json, atomic_write_text, save_checkpoint, versions
-    from lossattn.train.protocols import prepare_split, run_seed
+    from lossattn.train.protocols import prepare_split, run_record, run_seed
 
     if isinstance(cfg, dict):
         cfg = config_from_dict(ExperimentConfig, cfg).validate()
@@ -1173,29 +1173,9 @@ def run_group(cfg, method: str, specs: Sequence[Any], out_dir=None, resume: bool
         engine = VectorizedTrainer([r[8] for r in runs], train_cfg, [r[3] for r in runs], **engine_kw)
         fits = engine.fit([r[4] for r in runs], [r[5] for r in runs], [r[6] for r in runs])
         for (i, spec, run_dir, seed, train, val, test, scaler, model), fit in zip(runs, fits, strict=True):
-            record: dict[str, Any] = {
-                "method": spec.method,
-                "model": mcfg.model,
-                "repeat": spec.repeat,
-                "fold": spec.fold,
-                "seed": seed,
-                "selected_epoch": fit.selected_epoch,
-                "epochs": train_cfg.epochs,
-                "n_train": len(train),
-                "n_val": 0 if val is None else len(val),
-                "n_test": len(test),
-                "test_accuracy": fit.test.accuracy,
-                "test_auc": fit.test.auc,
-                "test_loss": fit.test.loss,
-                "val_accuracy": None if fit.val is None else fit.val.accuracy,
-                "val_loss": None if fit.val is None else fit.val.loss,
-                "oracle_test_accuracy": fit.oracle_test_accuracy,
-                "last_epoch_test_accuracy": fit.history[-1].get("test_accuracy"),
-                "seconds": fit.seconds,
-            }
-            retrieval = fit.test.retrieval()
-            if retrieval is not None:
-                record["instance_retrieval"] = {str(t): v for t, v in retrieval.items()}
+            record = run_record(
+                spec.method, mcfg.model, spec.repeat, spec.fold, seed, train_cfg, (train, val, test), fit
+            )
             record["engine"] = "vectorized"
             if run_dir is not None:
                 save_checkpoint(
