@@ -275,3 +275,22 @@ def test_reproduce_table5_quick_on_a_tinyimagenet_tree(tmp_path: Path):
     # without data, quick falls back to a synthetic tree and says so
     report = I.reproduce_table5(tmp_path / "t5s", quick=True, methods=("mean",), width=4, epochs=1)
     assert report["synthetic"] and "Synthetic data" in (tmp_path / "t5s" / "table5.md").read_text()
+
+
+def test_repeats_whose_bags_cannot_be_split_are_skipped(monkeypatch: pytest.MonkeyPatch):
+    import types
+
+    import lossattn.train.data as data_mod
+    from lossattn.train.protocols import run_seed
+
+    cfg = I.table3_config(50, 500, repeats=3)
+    singles = {run_seed(cfg, r, None) for r in (1, 2)}  # repeats 1 and 2 draw exactly one "none" bag
+
+    def fake(data_cfg, split, seed):
+        labels = np.array([0] * (1 if seed in singles else 0) + [1, 2, 3] * 5)
+        return types.SimpleNamespace(labels=labels)
+
+    monkeypatch.setattr(data_mod, "make_generated", fake)
+    assert I.splittable_repeats(cfg) == ([0, 3, 4], [1, 2])
+    cfg.protocol.val_fraction = 0.0  # no validation split: nothing to skip
+    assert I.splittable_repeats(cfg) == ([0, 1, 2], [])
