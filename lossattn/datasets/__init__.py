@@ -27,9 +27,14 @@ from .samplers import BucketBatchSampler
 from .sources import cache_dir, data_root, download_url, fetch, is_present
 from .splits import repeated_stratified_kfold, stratified_kfold, train_val_split
 from .table import load_table
+from .tinyimagenet import TinyImageNetSplit, find_tinyimagenet, load_tinyimagenet, make_synthetic_tinyimagenet
 from .transforms import Standardizer
 
 __all__ = [
+    "TinyImageNetSplit",
+    "find_tinyimagenet",
+    "load_tinyimagenet",
+    "make_synthetic_tinyimagenet",
     "Bag",
     "BagBatch",
     "BagDataset",

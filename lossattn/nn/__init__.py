@@ -13,8 +13,13 @@ from lossattn.nn.minet import MINetDS, MINetRC
 from lossattn.nn.models import AttentionMIL, EmbeddingPoolMIL, InstancePoolMIL, LossAttentionMIL, MILModel, bag_loss
 from lossattn.nn.output import MILOutput
 from lossattn.nn.pooling import AttentionPool, LossAttentionPool, MaxPool, MeanPool, create_pool
+from lossattn.nn.resnet_mil import ImageMILOutput, ResNet18Features, ResNetMIL, is_image_model
 
 __all__ = [
+    "ImageMILOutput",
+    "ResNet18Features",
+    "ResNetMIL",
+    "is_image_model",
     "AttentionMIL",
     "AttentionPool",
     "CifarBagsCNN",
