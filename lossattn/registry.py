@@ -36,6 +36,13 @@ class Registry(Generic[T]):
     def create(self, name: str, **kwargs: Any) -> T:
         return self.get(name)(**kwargs)
 
+    def create_named(self, name: str, **kwargs: Any) -> T:
+        """:meth:`create`, recording ``model_name`` and ``model_kwargs`` on the result (for checkpoints)."""
+        obj = self.create(name, **kwargs)
+        obj.model_name = name
+        obj.model_kwargs = dict(kwargs)
+        return obj
+
     def names(self) -> list[str]:
         return sorted(self._builders)
 
@@ -68,10 +75,7 @@ def create_model(name: str, **kwargs: Any):
         ValueError: unknown name (the message lists the valid names).
     """
     _ensure_builtin_models()
-    model = MODELS.create(name, **kwargs)
-    model.model_name = name
-    model.model_kwargs = dict(kwargs)
-    return model
+    return MODELS.create_named(name, **kwargs)
 
 
 def list_models() -> list[str]:

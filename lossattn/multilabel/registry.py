@@ -41,10 +41,7 @@ def create_multilabel_model(name: str, **kwargs: Any):
         ValueError: unknown name (the message lists the valid names).
     """
     _ensure_builtin()
-    model = MULTILABEL_MODELS.create(name, **kwargs)
-    model.model_name = name
-    model.model_kwargs = dict(kwargs)
-    return model
+    return MULTILABEL_MODELS.create_named(name, **kwargs)
 
 
 def list_multilabel_models() -> list[str]:
