@@ -288,6 +288,7 @@ def plot_weight_map(
     alpha: float = 0.5,
     cmap: str = "jet",
     mark_max: bool = True,
+    box: Sequence[int] | None = None,
     figsize: tuple[float, float] = (6.0, 3.2),
 ) -> Figure:
     """The image beside the image with its feature-map weights upsampled over it.
@@ -301,6 +302,7 @@ def plot_weight_map(
         alpha: Opacity of the overlay.
         cmap: Colormap of the weights.
         mark_max: Frame the feature-map cell with the largest weight (the localisation patch).
+        box: Optional ground-truth box ``(x0, y0, x1, y1)`` in inclusive pixel indices, drawn in green.
         figsize: Inches; the PNG is ``figsize × 100`` pixels.
     """
     img = to_display_image(image)
@@ -315,8 +317,8 @@ def plot_weight_map(
     fig = _new_figure(*figsize)
     if title:
         fig.suptitle(title, fontsize=10)
-    ax1 = fig.add_axes((0.02, 0.05, 0.44, 0.8))
-    ax2 = fig.add_axes((0.50, 0.05, 0.44, 0.8))
+    ax1 = fig.add_axes((0.02, 0.05, 0.42, 0.8))
+    ax2 = fig.add_axes((0.47, 0.05, 0.42, 0.8))
     for ax in (ax1, ax2):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_xticks([])
@@ -324,13 +326,19 @@ def plot_weight_map(
     ax1.set_title("image", fontsize=9)
     overlay = ax2.imshow(up, cmap=cmap, alpha=alpha, interpolation="bilinear", vmin=0.0, vmax=max(up.max(), 1e-12))
     ax2.set_title("weights", fontsize=9)
-    cax = fig.add_axes((0.95, 0.1, 0.015, 0.7))
+    cax = fig.add_axes((0.91, 0.1, 0.015, 0.7))  # leaves room for the tick labels
     fig.colorbar(overlay, cax=cax)
     cax.tick_params(labelsize=7)
     if mark_max:
         i, j = np.unravel_index(int(np.argmax(m)), m.shape)
         ch, cw = H / m.shape[0], W / m.shape[1]
         ax2.add_patch(Rectangle((j * cw - 0.5, i * ch - 0.5), cw, ch, fill=False, edgecolor="white", linewidth=2))
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        for ax in (ax1, ax2):
+            ax.add_patch(
+                Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor="lime", linewidth=1.5)
+            )
     if path is not None:
         save_figure(fig, path)
     return fig

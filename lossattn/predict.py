@@ -106,10 +106,12 @@ class TrainedModel:
     seed: int | None = None
     epoch: int | None = None
     run_config: dict[str, Any] | None = None  # the run folder's config.yaml, when present
+    extra: dict[str, Any] = field(default_factory=dict)  # image checkpoints: normalization, class_names, crop
 
     @property
     def has_weights(self) -> bool:
-        return self.model_name not in _NO_WEIGHTS
+        # image models with mean/max pooling have no weights (explain draws their class activation map)
+        return self.model_name not in _NO_WEIGHTS and getattr(self.model, "pooling", None) not in ("mean", "max")
 
     def describe(self) -> str:
         shape = "?" if self.instance_shape is None else "×".join(str(s) for s in self.instance_shape)
@@ -169,7 +171,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     scaler = None
     if state.get("standardizer") is not None:
         scaler = D.Standardizer().load_state_dict(state["standardizer"])
-    shape = state.get("instance_shape")
+    shape = state.get("instance_shape") or state.get("image_shape")
     run_config = None
     cfg_file = ckpt_path.parent / "config.yaml"
     if cfg_file.is_file():
@@ -191,7 +193,12 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         seed=state.get("seed"),
         epoch=state.get("epoch"),
         run_config=run_config if isinstance(run_config, dict) else None,
+        extra={k: state[k] for k in _IMAGE_KEYS if state.get(k) is not None},
     )
+
+
+#: what an image run's ``best.pt`` adds (see :func:`lossattn.train.images.train_image_classifier`)
+_IMAGE_KEYS = ("input_kind", "normalization", "class_names", "crop")
 
 
 # --------------------------------------------------------------------------- data

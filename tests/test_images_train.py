@@ -294,3 +294,65 @@ def test_repeats_whose_bags_cannot_be_split_are_skipped(monkeypatch: pytest.Monk
     assert I.splittable_repeats(cfg) == ([0, 3, 4], [1, 2])
     cfg.protocol.val_fraction = 0.0  # no validation split: nothing to skip
     assert I.splittable_repeats(cfg) == ([0, 1, 2], [])
+
+
+# --------------------------------------------------------------------------- checkpoints and resume
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+def test_image_run_resumes_after_a_kill_to_the_same_weights(tmp_path: Path):
+    imgs, labels, _ = toy_images(16)
+    ev = I.image_transforms(False, (0.2,) * 3, (0.3,) * 3, 16)
+    train = I.ImageArrayDataset(imgs[:12], labels[:12], I.image_transforms(True, (0.2,) * 3, (0.3,) * 3, 16))
+    val = I.ImageArrayDataset(imgs[12:], labels[12:], ev)
+    cfg = tiny_config(consistency_weight=400.0, consistency_rampup=2, oracle=False)
+
+    def fresh():
+        torch.manual_seed(3)
+        return lossattn.create_model("resnet18_loss_attention", num_classes=2, width=4)
+
+    whole = I.train_image_classifier(fresh(), train, cfg, val_set=val, seed=4, run_dir=tmp_path / "whole")
+
+    def kill_after_epoch_1(row):
+        if row["epoch"] == 1:
+            raise _Killed
+
+    run = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        I.train_image_classifier(fresh(), train, cfg, val_set=val, seed=4, run_dir=run, log=kill_after_epoch_1)
+    assert (run / "checkpoint.pt").exists() and not (run / "best.pt").exists()  # nothing looks finished
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # as far as the checkpoint, no further
+    resumed = I.train_image_classifier(fresh(), train, cfg, val_set=val, seed=4, run_dir=run)
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert best["model_name"] == "resnet18_loss_attention" and best["input_kind"] == "image"
+    assert best["epoch"] == resumed.selected_epoch and best["model_kwargs"]["width"] == 4
+
+
+def test_image_checkpoint_for_another_training_set_is_refused(tmp_path: Path):
+    imgs, labels, _ = toy_images(12)
+    tf = I.image_transforms(False, (0.2,) * 3, (0.3,) * 3, 16)
+    model = lossattn.create_model("resnet18_mean", num_classes=2, width=4)
+    cfg = tiny_config(oracle=False, epochs=1)
+    I.train_image_classifier(model, I.ImageArrayDataset(imgs, labels, tf), cfg, run_dir=tmp_path)
+    (tmp_path / "best.pt").unlink()
+    (tmp_path / "checkpoint.pt").exists() or pytest.fail("no checkpoint written")
+    with pytest.raises(ValueError, match="12 training images, this run has 8"):
+        I.train_image_classifier(model, I.ImageArrayDataset(imgs[:8], labels[:8], tf), cfg, run_dir=tmp_path)
+
+
+def test_table4_runs_leave_a_best_checkpoint_and_no_resume_state(tmp_path: Path):
+    root = write_fake_cifar(tmp_path / "data")
+    I.reproduce_table4(tmp_path / "t4", quick=True, root=str(root), sizes=(20,), test_size=20, methods=("max",), width=4)
+    run = tmp_path / "t4" / "size_20" / "max" / "r0"
+    assert {p.name for p in run.iterdir()} == {"best.pt", "config.yaml", "metrics.jsonl", "result.json", "versions.json"}
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert best["class_names"][0] == "airplane" and best["image_shape"] == [3, 32, 32]
+    assert best["normalization"]["mean"][0] == pytest.approx(0.4914)
+    assert best["data_config"]["name"] == "cifar10-images" and best["method"] == "max"

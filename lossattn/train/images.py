@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor
 
 import lossattn.nn.resnet_mil  # noqa: F401  (registers the resnet18_* models)
@@ -39,7 +40,7 @@ from lossattn.registry import create_model
 from lossattn.schedules import adam_betas, consistency_weight, learning_rate
 from lossattn.train import paper
 from lossattn.train.config import ExperimentConfig, TrainConfig, apply_overrides, config_to_dict, load_preset
-from lossattn.train.io import atomic_write_json, atomic_write_text, versions
+from lossattn.train.io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint, versions
 from lossattn.train.metrics import summarize
 from lossattn.train.protocols import RunSpec, run_experiment
 
@@ -626,6 +627,45 @@ def _better(candidate: tuple[float, float], best: tuple[float, float] | None) ->
     return candidate[1] < best[1] - 1e-12
 
 
+def _load_image_checkpoint(
+    run_path: Path | None,
+    model: ResNetMIL,
+    optimizer: torch.optim.Optimizer,
+    loader: torch.utils.data.DataLoader,
+    n_train: int,
+    device: torch.device,
+) -> dict[str, Any] | None:
+    """Restore an interrupted :func:`train_image_classifier` run from ``run_path/checkpoint.pt``."""
+    path = None if run_path is None else run_path / "checkpoint.pt"
+    if path is None or not path.is_file():
+        return None
+    state = load_checkpoint(path, map_location=device)
+    if int(state.get("n_train", -1)) != n_train:
+        raise ValueError(
+            f"{path} was written for {state.get('n_train')} training images, this run has {n_train}; "
+            "delete it or use another run folder"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    ensemble = None
+    if state["ensemble"] is not None:
+        sizes = state["ensemble"]["sizes"].tolist()
+        ensemble = TemporalEnsemble(sizes, float(state["ensemble"]["momentum"]))
+        ensemble.load_state_dict(state["ensemble"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    loader.generator.set_state(state["loader_rng"].cpu())
+    return {
+        "epoch": int(state["epoch"]),
+        "ensemble": ensemble,
+        "history": list(state["history"]),
+        "best": None if state["best"] is None else tuple(state["best"]),
+        "best_epoch": int(state["best_epoch"]),
+        "best_state": state["best_state"],
+    }
+
+
 def train_image_classifier(
     model: ResNetMIL,
     train_set: ImageArrayDataset,
@@ -637,6 +677,8 @@ def train_image_classifier(
     num_workers: int = 0,
     localization: bool = False,
     log: Callable[[dict[str, Any]], None] | None = None,
+    run_dir: str | Path | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> ImageFit:
     """Train an image model with minibatches, the SPEC §4 schedules and the temporal ensemble of its weights.
 
@@ -659,6 +701,13 @@ def train_image_classifier(
         num_workers: DataLoader worker processes.
         localization: also compute localization AP on the test set (needs boxes).
         log: called with every epoch's history row.
+        run_dir: where to keep ``checkpoint.pt`` (written atomically every ``checkpoint_every`` epochs and
+            after the last: model, optimizer, temporal ensemble, selection state, RNG and batch-order
+            generator), ``metrics.jsonl`` (one row per epoch) and, at the end, ``best.pt`` (the selected
+            weights with ``model_name``/``model_kwargs`` and ``metadata``: what ``lossattn explain`` and
+            ``predict`` read). A ``checkpoint.pt`` found there is resumed from: with ``num_workers=0`` the
+            result equals the uninterrupted run's.
+        metadata: extra entries for ``best.pt`` (data config, normalisation, class names...).
     """
     if not getattr(model, "input_kind", None) == "image":
         raise TypeError(f"train_image_classifier needs an image model (input_kind='image'), got {type(model).__name__}")
@@ -682,7 +731,15 @@ def train_image_classifier(
     history: list[dict[str, Any]] = []
     best: tuple[float, float] | None = None
     best_epoch, best_state = -1, None
-    epochs: Any = range(c.epochs)
+    first_epoch = 0
+    run_path = None if run_dir is None else Path(run_dir)
+    resumed = _load_image_checkpoint(run_path, model, optimizer, loader, len(train_set), device)
+    if resumed is not None:
+        ensemble = resumed["ensemble"]
+        history, best, best_epoch, best_state = resumed["history"], resumed["best"], resumed["best_epoch"], resumed["best_state"]
+        first_epoch = resumed["epoch"] + 1
+        start -= float(history[-1]["seconds"]) if history else 0.0
+    epochs: Any = range(first_epoch, c.epochs)
     if c.progress:
         from tqdm.auto import tqdm
 
@@ -757,8 +814,43 @@ def train_image_classifier(
         history.append(row)
         if log is not None:
             log(row)
-    assert best_state is not None
+        if run_path is not None:
+            atomic_write_text(run_path / "metrics.jsonl", "".join(_json_line(r) for r in history))
+            if (epoch + 1) % max(1, c.checkpoint_every) == 0 or epoch + 1 == c.epochs:
+                state = {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "ensemble": None if ensemble is None else ensemble.state_dict(),
+                    "history": history,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "best_state": best_state,
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "loader_rng": loader.generator.get_state(),
+                    "n_train": len(train_set),
+                    "train_config": config_to_dict(c),
+                    "seed": seed,
+                }
+                save_checkpoint(run_path / "checkpoint.pt", state)
+    if best_state is None:  # resumed from a checkpoint written after the last epoch
+        raise RuntimeError("no epoch was trained: the checkpoint holds no selected weights")
     model.load_state_dict(best_state)
+    if run_path is not None:
+        save_checkpoint(
+            run_path / "best.pt",
+            {
+                "model": best_state,
+                "epoch": best_epoch,
+                "model_name": getattr(model, "model_name", None),
+                "model_kwargs": getattr(model, "model_kwargs", {}),
+                "input_kind": "image",
+                "train_config": config_to_dict(c),
+                "seed": seed,
+                **dict(metadata or {}),
+            },
+        )
     kw = {"num_workers": num_workers, "amp": c.amp}
     val_eval = evaluate_images(model, val_set, c.eval_batch_size, device, **kw) if val_set is not None else None
     test_eval = (
@@ -839,6 +931,7 @@ def _run_images(
     norm: tuple[Sequence[float], Sequence[float]],
     crop: int | tuple[int, int],
     num_classes: int,
+    class_names: Sequence[str] | None = None,
     epochs: int | None,
     device: str | None,
     width: int | None,
@@ -884,7 +977,8 @@ def _run_images(
                     kwargs["width"] = int(width)
                 torch.manual_seed(seed)
                 model = create_model(method.model, num_classes=num_classes, **kwargs)
-                rows: list[dict[str, Any]] = []
+                run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(_run_config(cfg, label, tc, size, rep, seed)))
                 fit = train_image_classifier(
                     model,
                     train_set,
@@ -894,7 +988,16 @@ def _run_images(
                     seed=seed,
                     num_workers=num_workers,
                     localization=localization,
-                    log=rows.append,
+                    run_dir=run_dir,
+                    metadata={
+                        "method": label,
+                        "data_config": config_to_dict(cfg.data),
+                        "num_classes": num_classes,
+                        "class_names": list(class_names) if class_names else None,
+                        "image_shape": list(train_set.raw(0).shape),
+                        "crop": crop,
+                        "normalization": {"mean": list(norm[0]), "std": list(norm[1])},
+                    },
                 )
                 test = fit.test
                 assert test is not None
@@ -922,11 +1025,23 @@ def _run_images(
                     "device": str(tc.device),
                     "width": kwargs.get("width", 64),
                 }
-                run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(run_dir / "metrics.jsonl", "".join(_json_line(r) for r in rows))
                 atomic_write_json(run_dir / "result.json", record)
+                atomic_write_json(run_dir / "versions.json", versions())
+                # the run is complete (result.json, best.pt): the resume state is ~2× the model, drop it
+                (run_dir / "checkpoint.pt").unlink(missing_ok=True)
                 records.append(record)
     return records
+
+
+def _run_config(
+    cfg: ExperimentConfig, label: str, tc: TrainConfig, size: int | None, rep: int, seed: int
+) -> dict[str, Any]:
+    """The resolved config of one image run (its ``config.yaml``)."""
+    data = config_to_dict(cfg)
+    data["methods"] = {label: data["methods"][label]}
+    data["train_resolved"] = config_to_dict(tc)
+    data["run"] = {"method": label, "size": size, "repeat": rep, "seed": seed}
+    return data
 
 
 def _json_line(row: dict[str, Any]) -> str:
@@ -1032,6 +1147,7 @@ def reproduce_table4(
         norm=(CIFAR10_MEAN, CIFAR10_STD),
         crop=32,
         num_classes=len(CIFAR10_CLASSES),
+        class_names=CIFAR10_CLASSES,
         epochs=epochs,
         device=device,
         width=width,
@@ -1214,6 +1330,7 @@ def reproduce_table5(
         norm=(TINYIMAGENET_MEAN, TINYIMAGENET_STD),
         crop=train_split.image_size,
         num_classes=train_split.num_classes,
+        class_names=train_split.class_names or train_split.wnids,
         epochs=epochs,
         device=device,
         width=width,

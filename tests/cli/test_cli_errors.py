@@ -60,17 +60,6 @@ def test_debug_shows_the_traceback(capsys):
         run_cli(capsys, "train", "--dataset", "no-such-bags", "--debug")
 
 
-def test_reproduce_image_tables_without_the_module(capsys, monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "lossattn.train.images" else real(name, *a)
-    )
-    code, _, err = run_cli(capsys, "reproduce", "table4")
-    assert_user_error(code, err, "Table 4", "not available yet", "figure3")
-
-
 def test_reproduce_image_tables_call_the_module(capsys, monkeypatch, tmp_path):
     import importlib
 
