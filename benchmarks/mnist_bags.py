@@ -20,13 +20,8 @@ Exits 0 with a message when the MNIST files are absent.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import math
-import os
-import platform
-import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -35,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from reference import ListBags, PeakMemory, machine, mean_std, reference_test, reference_train
 from torch import nn
 
 LAM = 2.0  # Loss-Attention λ of the MNIST-bags presets (mean reduction, as the released code)
@@ -81,125 +77,6 @@ class ReferenceLossAttention(nn.Module):
         return y, out_c, alpha.squeeze()
 
 
-def weighted_instance_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """The released code's weighted cross-entropy, mean over instances: max-shifted log-sum-exp minus the
-    target logit picked with a one-hot mask."""
-    n, k = logits.shape
-    b = logits.max(1, keepdim=True)[0]
-    lse = b.squeeze(1) + torch.log(torch.exp(logits - b).sum(1))
-    one_hot = torch.arange(0, k, device=logits.device).long().repeat(n, 1).eq(target.repeat(k, 1).t())
-    return ((lse - logits.masked_select(one_hot)) * weights).mean()
-
-
-class _ListBags(torch.utils.data.Dataset):
-    """Pre-built bags; items as the released loader's: ``(bag, [bag_label, instance_labels])``."""
-
-    def __init__(self, dataset) -> None:
-        self.items = [
-            (dataset[i].x, [torch.tensor(int(dataset.labels[i])), dataset[i].instance_labels])
-            for i in range(len(dataset))
-        ]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        return self.items[i]
-
-
-def reference_train(model, bags: _ListBags, epochs: int, seed: int, device: torch.device, sync) -> float:
-    """The released training loop: a batch_size=1 DataLoader, one bag per step; returns seconds.
-
-    The bag order of each epoch is the Trainer's (``default_rng([seed, epoch])``), given as the sampler.
-    """
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.9, 0.999), weight_decay=WEIGHT_DECAY)
-    criterion = nn.CrossEntropyLoss()
-    sync()
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = np.random.default_rng([seed, epoch]).permutation(len(bags)).tolist()
-        # its own generator: the loader then draws nothing from torch's global RNG, so the dropout masks
-        # come from the same stream, in the same order, as the Trainer's (both seeded with ``seed``)
-        loader = torch.utils.data.DataLoader(bags, batch_size=1, sampler=order, generator=torch.Generator())
-        train_loss = 0.0
-        for data, label in loader:
-            bag_label = label[0].long()
-            instance_labels = bag_label * torch.ones(data.size(1)).long()
-            data, bag_label, instance_labels = data.to(device), bag_label.to(device), instance_labels.to(device)
-            optimizer.zero_grad()
-            y, y_c, alpha = model(data)
-            loss = criterion(y, bag_label) + LAM * weighted_instance_ce(y_c, instance_labels, alpha)
-            train_loss += loss.item()
-            loss.backward()
-            optimizer.step()
-    sync()
-    return time.perf_counter() - start
-
-
-@torch.no_grad()
-def reference_test(model, bags: _ListBags, device: torch.device, sync) -> tuple[float, float]:
-    """The released test loop: one bag at a time (here without autograd); returns (accuracy, seconds)."""
-    model.eval()
-    sync()
-    start = time.perf_counter()
-    predicted, truth = [], []
-    for data, label in torch.utils.data.DataLoader(bags, batch_size=1, shuffle=False):
-        y, _, _ = model(data.to(device))
-        predicted.append(int(torch.max(y, 1)[1].item()))
-        truth.append(int(label[0]))
-    sync()
-    accuracy = float(np.mean(np.asarray(predicted) == np.asarray(truth)))
-    return accuracy, time.perf_counter() - start
-
-
-# --------------------------------------------------------------------------- memory
-
-
-class PeakMemory:
-    """Peak memory of a phase: resident set (VmHWM, reset per phase) on CPU, allocator peak on CUDA."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._libc = None
-        with contextlib.suppress(OSError):
-            self._libc = ctypes.CDLL("libc.so.6")
-
-    @staticmethod
-    def _status(key: str) -> int | None:
-        try:
-            text = Path("/proc/self/status").read_text()
-        except OSError:
-            return None
-        m = re.search(rf"{key}:\s+(\d+) kB", text)
-        return None if m is None else int(m.group(1)) * 1024
-
-    def start(self) -> None:
-        if self._libc is not None:
-            self._libc.malloc_trim(0)  # hand freed memory back, so one phase's leftovers don't hide the next's
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        self.baseline = self._status("VmRSS")
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.cuda_base = torch.cuda.memory_allocated()
-
-    def stop(self) -> dict[str, float | None]:
-        peak = self._status("VmHWM")
-        out: dict[str, float | None] = {
-            "peak_rss_mib": None if peak is None else peak / 2**20,
-            "peak_rss_increase_mib": None if peak is None or self.baseline is None else (peak - self.baseline) / 2**20,
-        }
-        if self.device.type == "cuda":
-            out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
-            out["cuda_peak_increase_mib"] = (torch.cuda.max_memory_allocated() - self.cuda_base) / 2**20
-        return out
-
-
-# --------------------------------------------------------------------------- one seed
-
-
 def _warm_up(ref: nn.Module, ours: nn.Module, train, args, device: torch.device) -> None:
     """A short training and test pass of copies of both models on a few bags, so that one-time library
     set-up (lazy loading, kernel JIT, allocator growth) is charged to neither side's figures."""
@@ -208,9 +85,9 @@ def _warm_up(ref: nn.Module, ours: nn.Module, train, args, device: torch.device)
     from lossattn.train import TrainConfig, Trainer, evaluate
 
     few = train.subset(list(range(min(8, len(train)))))
-    bags = _ListBags(few)
+    bags = ListBags(few)
     r = copy.deepcopy(ref).to(device)
-    reference_train(r, bags, 1, 0, device, lambda: None)
+    reference_train(r, bags, 1, 0, device, lambda: None, lr=LR, weight_decay=WEIGHT_DECAY, lam=LAM)
     reference_test(r, bags, device, lambda: None)
     for bs in args.batch_size:
         o = copy.deepcopy(ours)
@@ -245,7 +122,7 @@ def run_seed(seed: int, args, train, test, device: torch.device) -> dict:
             for kind in ("weight", "bias"):
                 ref.get_parameter(f"{ref_name}.{kind}").copy_(ours.get_parameter(f"{ours_name}.{kind}"))
     ref.to(device)
-    train_bags, test_bags = _ListBags(train), _ListBags(test)
+    train_bags, test_bags = ListBags(train), ListBags(test)
     n_train_inst, n_test_inst = train.num_instances, test.num_instances
     out: dict = {"seed": seed}
     _warm_up(ref, ours, train, args, device)
@@ -254,7 +131,7 @@ def run_seed(seed: int, args, train, test, device: torch.device) -> dict:
     # step both draw the same dropout masks, so ours with batch size 1 should reproduce its accuracy.
     torch.manual_seed(seed)
     mem.start()
-    secs = reference_train(ref, train_bags, args.epochs, seed, device, sync)
+    secs = reference_train(ref, train_bags, args.epochs, seed, device, sync, lr=LR, weight_decay=WEIGHT_DECAY, lam=LAM)
     out["reference_train"] = {"seconds": secs, **mem.stop()}
     mem.start()
     acc, secs = reference_test(ref, test_bags, device, sync)
@@ -308,11 +185,6 @@ def our_lr(args, batch_size: int) -> float:
 # --------------------------------------------------------------------------- report
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size > 1 else 0.0)
-
-
 def variants(runs: list[dict]) -> list[str]:
     """``reference`` then ``ours_b{B}`` in run order."""
     return [k[: -len("_train")] for k in runs[0] if k.endswith("_train")]
@@ -324,14 +196,14 @@ def summarize(runs: list[dict]) -> dict:
         entry: dict = {}
         for phase in ("train", "test"):
             rows = [r[f"{v}_{phase}"] for r in runs]
-            e = {k: _mean_std([x[k] for x in rows])[0] for k in ("bags_per_s", "instances_per_s", "seconds")}
+            e = {k: mean_std([x[k] for x in rows])[0] for k in ("bags_per_s", "instances_per_s", "seconds")}
             e["peak_rss_mib"] = max((x["peak_rss_mib"] or 0) for x in rows)
             e["peak_rss_increase_mib"] = max((x["peak_rss_increase_mib"] or 0) for x in rows)
             if "cuda_peak_allocated_mib" in rows[0]:
                 e["cuda_peak_allocated_mib"] = max(x["cuda_peak_allocated_mib"] for x in rows)
             entry[phase] = e
         acc = [r[f"{v}_test"]["accuracy"] for r in runs]
-        entry["accuracy_mean"], entry["accuracy_std"] = _mean_std(acc)
+        entry["accuracy_mean"], entry["accuracy_std"] = mean_std(acc)
         entry["accuracy_per_seed"] = acc
         if v != "reference":
             ratio = [r[f"{v}_train"]["bags_per_s"] / r["reference_train"]["bags_per_s"] for r in runs]
@@ -341,7 +213,7 @@ def summarize(runs: list[dict]) -> dict:
                 np.mean([r[f"{v}_test"]["bags_per_s"] / r["reference_test"]["bags_per_s"] for r in runs])
             )
             diff = [r[f"{v}_test"]["accuracy"] - r["reference_test"]["accuracy"] for r in runs]
-            entry["accuracy_difference_mean"], entry["accuracy_difference_std"] = _mean_std(diff)
+            entry["accuracy_difference_mean"], entry["accuracy_difference_std"] = mean_std(diff)
         s[v] = entry
     return s
 
@@ -373,22 +245,6 @@ def table(result: dict) -> str:
             f"{e['accuracy_mean']:.3f} ± {e['accuracy_std']:.3f} | {diff} |"
         )
     return "\n".join(lines)
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    info["cpu_count"] = os.cpu_count()
-    info["torch_threads"] = torch.get_num_threads()
-    with contextlib.suppress(OSError):
-        info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -9,6 +9,8 @@ weight decay 5e-4, selection on a validation split. Per dataset this script
 * trains the first ``--reference-runs`` planned runs one by one with the per-run :class:`Trainer` (the
   ``engine="trainer"`` path of ``run_experiment``) and extrapolates its time to all runs (stated as such);
   ``--reference-flush-denormal`` runs it with denormals flushed to zero, as the vectorized engine trains;
+* trains the first ``--loop-runs`` runs with the one-bag-per-step reference loop written with the
+  structure of the authors' released code (``benchmarks/reference.py``) and extrapolates likewise;
 * reports wall and CPU seconds, the mean test accuracy of both (the reference on its slice, next to the
   vectorized engine's accuracy on the same runs), and the machine's load average before and after (other
   processes on the machine slow both down: compare CPU seconds when the load is high).
@@ -25,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
+from reference import machine
 
 DATASETS = ("musk1", "musk2", "fox", "tiger", "elephant")
 
@@ -57,6 +59,39 @@ def _reference(payload):
     t0, c0 = time.perf_counter(), time.process_time()
     records = [execute_run(cfg_dict, s) for s in specs]
     return records, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _authors_loop(payload):
+    """The authors'-structure one-bag-per-step loop (``benchmarks/reference.py``) on runs, one after the
+    other: training for the preset's epochs, then one test pass (no per-epoch validation, so this
+    under-counts the reference's work a little). Returns (test accuracies, wall s, cpu s)."""
+    cfg_dict, specs = payload
+    torch.set_num_threads(1)
+    from reference import ListBags, ReferenceMLPLossAttention, copy_initial_weights, reference_test, reference_train
+
+    from lossattn.registry import create_model
+    from lossattn.train.config import ExperimentConfig, config_from_dict
+    from lossattn.train.protocols import prepare_split, run_seed
+
+    cfg = config_from_dict(ExperimentConfig, cfg_dict)
+    method = next(iter(cfg.methods.values()))
+    tc = cfg.train
+    lam = float(method.kwargs.get("lam", 0.1))
+    cpu = torch.device("cpu")
+    t0, c0 = time.perf_counter(), time.process_time()
+    accs = []
+    for spec in specs:
+        train, _, test = prepare_split(cfg, spec.repeat, spec.fold)
+        seed = run_seed(cfg, spec.repeat, spec.fold)
+        torch.manual_seed(seed)
+        ours = create_model(method.model, in_features=train.num_features, num_classes=2, **method.kwargs)
+        ref = ReferenceMLPLossAttention(train.num_features)
+        copy_initial_weights(ref, ours)
+        torch.manual_seed(seed)
+        reference_train(ref, ListBags(train), tc.epochs, seed, cpu, lambda: None, lr=tc.lr,
+                        weight_decay=tc.weight_decay, lam=lam)  # fmt: skip
+        accs.append(reference_test(ref, ListBags(test), cpu, lambda: None)[0])
+    return accs, time.perf_counter() - t0, time.process_time() - c0
 
 
 def load_config(dataset: str, args):
@@ -129,18 +164,20 @@ def bench_dataset(dataset: str, args) -> dict:
             out["speedup_wall_vs_reference_on_jobs"] = (
                 out["reference"]["wall_s_all_runs_extrapolated_on_jobs"] / out["vectorized"]["wall_s"]
             )
+    if args.loop_runs > 0 and args.method == "loss_attention":
+        loop_specs = specs[: args.loop_runs]
+        accs, wall, cpu = _authors_loop((cfg_dict, loop_specs))
+        k = len(loop_specs)
+        out["authors_loop"] = {
+            "measured_runs": k,
+            "wall_s_measured": wall,
+            "cpu_s_measured": cpu,
+            "wall_s_per_run": wall / k,
+            "wall_s_all_runs_extrapolated_on_jobs": wall / k * n_runs / max(1, args.jobs),
+            "test_accuracy_mean_slice_last_epoch": float(np.mean(accs)),
+        }
     out["load_average_before_after"] = [load0, os.getloadavg()[0]]
     return out
-
-
-def machine() -> dict:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-    }
 
 
 def table(result: dict) -> str:
@@ -170,6 +207,16 @@ def table(result: dict) -> str:
         f"wall ({tot['vectorized_cpu_s']:.0f} CPU s); per-run Trainer extrapolated {tot['reference_wall_s_extrapolated']:.0f} s "
         f"wall on {result['jobs']} process(es)"
     )
+    if tot.get("authors_loop_wall_s_extrapolated"):
+        per = ", ".join(
+            f"{d['dataset']} {d['authors_loop']['wall_s_per_run']:.1f} s/run"
+            for d in result["datasets"]
+            if "authors_loop" in d
+        )
+        lines.append(
+            f"authors'-structure reference loop ({per}; measured on a slice): {tot['authors_loop_wall_s_extrapolated']:.0f} s "
+            f"wall extrapolated to all runs on {result['jobs']} process(es)"
+        )
     lines.append(
         "ref acc (slice) = per-run Trainer / vectorized engine on the same runs; the reference time is measured on "
         "the slice and extrapolated to all runs (divided by jobs: the Trainer's runs spread over as many processes)"
@@ -185,6 +232,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--jobs", type=int, default=2, help="vectorized groups (worker processes) per dataset")
     p.add_argument("--reference-runs", type=int, default=2, help="per-run Trainer runs to time (0: none)")
+    p.add_argument(
+        "--loop-runs", type=int, default=1, help="runs of the authors'-structure reference loop to time (0: none)"
+    )
     p.add_argument("--skip-vectorized", action="store_true")
     p.add_argument(
         "--reference-flush-denormal",
@@ -211,6 +261,9 @@ def main(argv=None) -> int:
         "vectorized_cpu_s": sum(d.get("vectorized", {}).get("cpu_s", 0.0) for d in datasets),
         "reference_wall_s_extrapolated": sum(
             d.get("reference", {}).get("wall_s_all_runs_extrapolated_on_jobs", 0.0) for d in datasets
+        ),
+        "authors_loop_wall_s_extrapolated": sum(
+            d.get("authors_loop", {}).get("wall_s_all_runs_extrapolated_on_jobs", 0.0) for d in datasets
         ),
     }
     result = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 __all__ = ["accuracy", "roc_auc", "instance_retrieval", "DEFAULT_THRESHOLDS", "summarize"]
 
@@ -43,13 +42,27 @@ def roc_auc(labels: Sequence[int], probabilities: np.ndarray) -> float:
     if present.size < 2:
         return float("nan")
     if K == 2:
-        return float(roc_auc_score(labels, probabilities[:, 1]))
+        return _binary_auc(labels == 1, probabilities[:, 1])
     # one-vs-rest over the classes present; renormalise so the columns used sum to 1
     cols = probabilities[:, present]
     cols = cols / cols.sum(axis=1, keepdims=True).clip(min=1e-12)
     if present.size == 2:
-        return float(roc_auc_score(labels == present[1], cols[:, 1]))
-    return float(roc_auc_score(labels, cols, multi_class="ovr", average="macro", labels=present))
+        return _binary_auc(labels == present[1], cols[:, 1])
+    return float(np.mean([_binary_auc(labels == k, cols[:, j]) for j, k in enumerate(present)]))
+
+
+def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Mann–Whitney form of the ROC AUC, ties counted half (= ``sklearn.metrics.roc_auc_score``).
+
+    The Trainer computes the validation AUC after every epoch; scikit-learn's input validation costs
+    ~8 ms a call, several times the whole forward pass of a classic-MIL validation split.
+    """
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based, ties share their mean rank
+    rank_sum = float(average_rank[inverse.ravel()][positive].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
 def instance_retrieval(

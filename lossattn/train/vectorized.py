@@ -62,7 +62,7 @@ from lossattn import functional as LF
 from lossattn.nn.extractors import MLPExtractor
 from lossattn.nn.models import AttentionMIL, LossAttentionMIL, MILModel
 from lossattn.train.config import TrainConfig
-from lossattn.train.trainer import FitResult, Trainer, _better, evaluate
+from lossattn.train.trainer import FitResult, Trainer, _better, evaluate, flush_denormals
 
 __all__ = ["VectorizedTrainer", "unsupported_reason", "SUPPORTED_MODELS"]
 
@@ -716,14 +716,8 @@ class VectorizedTrainer:
         (``history`` rows hold the schedule, ``train_loss``, validation loss/accuracy/error, test
         accuracy and the selected epoch; no per-epoch AUC).
         """
-        if not self.flush_denormal:
+        with flush_denormals(self.flush_denormal):
             return self._fit(train_sets, val_sets, test_sets)
-        was_on = _flush_denormal_on()
-        torch.set_flush_denormal(True)
-        try:
-            return self._fit(train_sets, val_sets, test_sets)
-        finally:
-            torch.set_flush_denormal(was_on)
 
     def _fit(self, train_sets, val_sets, test_sets) -> list[FitResult]:
         R = len(self.models)
@@ -1066,11 +1060,6 @@ def _to_engine(p: Tensor) -> Tensor:
 
 def _from_engine(p: Tensor) -> Tensor:
     return p.t() if p.dim() == 2 else p
-
-
-def _flush_denormal_on() -> bool:
-    """Whether denormals are flushed to zero on this thread now (1e-30 · 1e-10 = 1e-40 is denormal)."""
-    return bool((torch.tensor([1e-30]) * 1e-10).item() == 0.0)
 
 
 def _runs_of_equal(values: np.ndarray) -> list[tuple[int, int]]:

@@ -65,3 +65,21 @@ def test_mismatched_inputs_raise():
 def test_summarize_ignores_nan():
     s = summarize([1.0, float("nan"), 3.0])
     assert s["mean"] == 2.0 and s["n"] == 2 and s["std"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_auc_matches_sklearn_with_ties_and_missing_classes(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    # coarse scores: many ties
+    y = rng.integers(0, 2, size=n)
+    y[:2] = [0, 1]
+    p1 = rng.integers(0, 4, size=n) / 4.0
+    assert roc_auc(y, np.stack([1 - p1, p1], axis=1)) == pytest.approx(roc_auc_score(y, p1), abs=1e-12)
+    # four columns, only three classes present (class 2 missing), renormalised over the present ones
+    y4 = rng.choice([0, 1, 3], size=n)
+    y4[:3] = [0, 1, 3]
+    p4 = rng.dirichlet(np.ones(4), size=n).round(1) + 1e-3
+    present = p4[:, [0, 1, 3]] / p4[:, [0, 1, 3]].sum(axis=1, keepdims=True)
+    expected = roc_auc_score(y4, present, multi_class="ovr", average="macro", labels=[0, 1, 3])
+    assert roc_auc(y4, p4) == pytest.approx(expected, abs=1e-12)

@@ -162,3 +162,16 @@ def test_cuda_request_without_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="no CUDA device"):
         Trainer(make_model(), small_config(device="cuda"))
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_trainer_flushes_denormals_while_training_and_restores_the_mode(flush):
+    from lossattn.train.trainer import denormals_flushed
+
+    model = make_model()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(denormals_flushed()))
+    assert not denormals_flushed()
+    Trainer(model, small_config(epochs=1, flush_denormal=flush), seed=0).fit(toy_bags(6))
+    assert seen and set(seen) == {flush}
+    assert not denormals_flushed()  # the caller's mode is back

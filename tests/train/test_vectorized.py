@@ -19,6 +19,7 @@ from lossattn.train import (
     run_experiment,
 )
 from lossattn.train import vectorized as V
+from lossattn.train.trainer import denormals_flushed
 
 METHODS = {
     "la_mean": ("loss_attention", {"lam": 0.5, "reduction": "mean"}),
@@ -96,7 +97,7 @@ def test_each_run_equals_the_trainer_without_dropout(method, levels):
         )
     if levels > 1:
         assert engine.stats["multi_level_steps"] > 0  # the level split was exercised
-    assert not V._flush_denormal_on()  # the engine trains with denormals flushed and restores the mode
+    assert not denormals_flushed()  # the engine trains with denormals flushed and restores the mode
 
 
 @pytest.mark.parametrize("method", ["la_mean", "gated"])
