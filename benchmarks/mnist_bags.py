@@ -20,7 +20,6 @@ Exits 0 with a message when the MNIST files are absent.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from reference import ListBags, PeakMemory, machine, mean_std, reference_test, reference_train
+from reference import ListBags, PeakMemory, emit, machine, mean_std, reference_test, reference_train
 from torch import nn
 
 LAM = 2.0  # Loss-Attention λ of the MNIST-bags presets (mean reduction, as the released code)
@@ -332,13 +331,8 @@ def argv_is_cli() -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     result = run(args)
-    if result is None:
-        return 0
-    print(json.dumps(result, indent=2))
-    print()
-    print(table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if result is not None:
+        emit(result, table(result), args.json)
     return 0
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "PeakMemory",
     "ReferenceMLPLossAttention",
     "copy_initial_weights",
+    "emit",
     "machine",
     "mean_std",
     "reference_test",
@@ -219,3 +220,14 @@ def machine() -> dict:
 def mean_std(values) -> tuple[float, float]:
     arr = np.asarray(list(values), dtype=float)
     return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size > 1 else 0.0)
+
+
+def emit(result: dict, table: str, json_path: str | None) -> None:
+    """Print the result as JSON and as a readable table; also write the JSON to ``json_path``."""
+    import json
+
+    print(json.dumps(result, indent=2))
+    print()
+    print(table)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")

@@ -8,7 +8,7 @@ weight decay 5e-4, selection on a validation split. Per dataset this script
   runs are split into ``--jobs`` groups, one worker process each, every group one batched computation;
 * trains the first ``--reference-runs`` planned runs one by one with the per-run :class:`Trainer` (the
   ``engine="trainer"`` path of ``run_experiment``) and extrapolates its time to all runs (stated as such);
-  ``--reference-flush-denormal`` runs it with denormals flushed to zero, as the vectorized engine trains;
+  ``--trainer-keep-denormals`` runs it without flushing denormals to zero (``TrainConfig.flush_denormal``);
 * trains the first ``--loop-runs`` runs with the one-bag-per-step reference loop written with the
   structure of the authors' released code (``benchmarks/reference.py``) and extrapolates likewise;
 * reports wall and CPU seconds, the mean test accuracy of both (the reference on its slice, next to the
@@ -53,7 +53,7 @@ def _reference(payload):
     """Per-run Trainer runs, one after the other, in this process: (records, wall s, cpu s)."""
     cfg_dict, specs, flush = payload
     torch.set_num_threads(1)
-    torch.set_flush_denormal(flush)
+    cfg_dict = {**cfg_dict, "train": {**cfg_dict["train"], "flush_denormal": flush}}
     from lossattn.train.protocols import execute_run
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -112,6 +112,18 @@ def load_config(dataset: str, args):
     return cfg, config_to_dict(cfg)
 
 
+def _slice_timing(k: int, wall: float, cpu: float, n_runs: int, jobs: int) -> dict:
+    """Time measured on ``k`` runs, extrapolated to all ``n_runs`` (and spread over ``jobs`` processes)."""
+    return {
+        "measured_runs": k,
+        "wall_s_measured": wall,
+        "cpu_s_measured": cpu,
+        "wall_s_per_run": wall / k,
+        "wall_s_all_runs_extrapolated": wall / k * n_runs,
+        "wall_s_all_runs_extrapolated_on_jobs": wall / k * n_runs / max(1, jobs),
+    }
+
+
 def bench_dataset(dataset: str, args) -> dict:
     from joblib import Parallel, delayed
 
@@ -145,18 +157,12 @@ def bench_dataset(dataset: str, args) -> dict:
         by_key = {(r["repeat"], r["fold"]): r for r in records}
     if args.reference_runs > 0:
         ref_specs = specs[: args.reference_runs]
-        recs, wall, cpu = _reference((cfg_dict, ref_specs, args.reference_flush_denormal))
-        torch.set_flush_denormal(False)
+        recs, wall, cpu = _reference((cfg_dict, ref_specs, not args.trainer_keep_denormals))
         k = len(ref_specs)
         out["reference"] = {
-            "measured_runs": k,
-            "wall_s_measured": wall,
-            "cpu_s_measured": cpu,
-            "wall_s_per_run": wall / k,
-            "wall_s_all_runs_extrapolated": wall / k * n_runs,
-            "wall_s_all_runs_extrapolated_on_jobs": wall / k * n_runs / max(1, args.jobs),
+            **_slice_timing(k, wall, cpu, n_runs, args.jobs),
             "test_accuracy_mean_slice": float(np.mean([r["test_accuracy"] for r in recs])),
-            "flush_denormal": args.reference_flush_denormal,
+            "flush_denormal": not args.trainer_keep_denormals,
         }
         if "vectorized" in out:
             same = [by_key[(r["repeat"], r["fold"])]["test_accuracy"] for r in recs]
@@ -169,11 +175,7 @@ def bench_dataset(dataset: str, args) -> dict:
         accs, wall, cpu = _authors_loop((cfg_dict, loop_specs))
         k = len(loop_specs)
         out["authors_loop"] = {
-            "measured_runs": k,
-            "wall_s_measured": wall,
-            "cpu_s_measured": cpu,
-            "wall_s_per_run": wall / k,
-            "wall_s_all_runs_extrapolated_on_jobs": wall / k * n_runs / max(1, args.jobs),
+            **_slice_timing(k, wall, cpu, n_runs, args.jobs),
             "test_accuracy_mean_slice_last_epoch": float(np.mean(accs)),
         }
     out["load_average_before_after"] = [load0, os.getloadavg()[0]]
@@ -237,9 +239,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--skip-vectorized", action="store_true")
     p.add_argument(
-        "--reference-flush-denormal",
+        "--trainer-keep-denormals",
         action="store_true",
-        help="run the per-run Trainer with denormals flushed to zero too (the vectorized engine always does)",
+        help="run the per-run Trainer without flushing denormals to zero (its default flushes, as the engine)",
     )
     p.add_argument("--dropout", type=float, default=None, help="override the MLP dropout (default: the preset's)")
     p.add_argument("--root", default=None, help="data root (default: $LOSSATTN_DATA)")
