@@ -26,7 +26,7 @@ from lossattn.registry import create_model
 from lossattn.train.config import DataConfig, ExperimentConfig, config_from_dict
 from lossattn.train.data import BENCHMARKS, GENERATORS, is_generator, load_dataset, make_generated, split_indices
 from lossattn.train.io import atomic_write_text, load_checkpoint
-from lossattn.train.trainer import iterate_batches
+from lossattn.train.trainer import iterate_batches, scatter_batch_outputs
 
 __all__ = [
     "TrainedModel",
@@ -386,22 +386,8 @@ def predict_bags(
     for batch in batches:
         batch = batch.to(device)
         out = model(batch.x, batch.mask)
-        p = out.probabilities().float().cpu().numpy()
-        ip = out.instance_probabilities()
-        ip = None if ip is None else ip.float().cpu().numpy()
-        w = None if out.weights is None else out.weights.float().cpu().numpy()
-        mask = batch.mask.cpu().numpy()
-        il = batch.instance_labels.cpu().numpy()
-        for j, idx in enumerate(batch.indices.tolist()):
-            m = mask[j]
-            probs[idx] = p[j]
-            inst_labels[idx] = il[j][m]
-            if w is not None:
-                has_w = True
-                weights[idx] = w[j][m]
-            if ip is not None:
-                has_ip = True
-                inst_probs[idx] = ip[j][m]
+        got_w, got_ip = scatter_batch_outputs(out, batch, probs, inst_labels, weights, inst_probs)
+        has_w, has_ip = has_w or got_w, has_ip or got_ip
     class_names = getattr(dataset, "class_names", None)
     if class_names is not None and len(class_names) != probs.shape[1]:
         class_names = None

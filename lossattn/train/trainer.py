@@ -88,6 +88,31 @@ def iterate_batches(dataset, indices: Sequence[int], batch_size: int) -> Iterato
         yield collate_bags([dataset[int(i)] for i in indices[start : start + batch_size]])
 
 
+def scatter_batch_outputs(out, batch, probs, inst_labels, weights, inst_probs) -> tuple[bool, bool]:
+    """Copy one padded batch's outputs into per-bag slots (dataset order), real instances only.
+
+    ``probs[idx]`` gets the bag's class probabilities, ``inst_labels[idx]`` / ``weights[idx]`` /
+    ``inst_probs[idx]`` its instances' labels, weights and instance probabilities (the last two when the
+    model gives them). Returns whether it gave weights and instance probabilities.
+    """
+    # one device-to-host copy per batch (not per bag): on a GPU each .cpu() is a synchronisation
+    p = out.probabilities().float().cpu().numpy()
+    ip = out.instance_probabilities()
+    ip = None if ip is None else ip.float().cpu().numpy()
+    w = None if out.weights is None else out.weights.float().cpu().numpy()
+    masks = batch.mask.cpu().numpy()
+    batch_inst_labels = batch.instance_labels.cpu().numpy()
+    for j, idx in enumerate(batch.indices.tolist()):
+        m = masks[j]
+        probs[idx] = p[j]
+        inst_labels[idx] = batch_inst_labels[j][m]
+        if w is not None:
+            weights[idx] = w[j][m]
+        if ip is not None:
+            inst_probs[idx] = ip[j][m]
+    return w is not None, ip is not None
+
+
 @torch.no_grad()
 def evaluate(model: MILModel, dataset, batch_size: int = 64, device: str | torch.device = "cpu") -> EvalResult:
     """Evaluate ``model`` on every bag of ``dataset`` (eval mode, no gradient).
@@ -112,23 +137,8 @@ def evaluate(model: MILModel, dataset, batch_size: int = 64, device: str | torch
         # the loss is a mean over bags, so batch-size weighting gives the per-bag mean of the dataset
         loss, _ = model.loss(out, batch.labels, batch.mask)
         total_loss += float(loss) * len(batch.labels)
-        # one device-to-host copy per batch (not per bag): on a GPU each .cpu() is a synchronisation
-        p = out.probabilities().float().cpu().numpy()
-        ip = out.instance_probabilities()
-        ip = None if ip is None else ip.float().cpu().numpy()
-        w = None if out.weights is None else out.weights.float().cpu().numpy()
-        masks = batch.mask.cpu().numpy()
-        batch_inst_labels = batch.instance_labels.cpu().numpy()
-        for j, idx in enumerate(batch.indices.tolist()):
-            m = masks[j]
-            probs[idx] = p[j]
-            inst_labels[idx] = batch_inst_labels[j][m]
-            if w is not None:
-                has_weights = True
-                weights[idx] = w[j][m]
-            if ip is not None:
-                has_inst = True
-                inst_probs[idx] = ip[j][m]
+        got_weights, got_inst = scatter_batch_outputs(out, batch, probs, inst_labels, weights, inst_probs)
+        has_weights, has_inst = has_weights or got_weights, has_inst or got_inst
     model.train(was_training)
     labels = np.asarray(dataset.labels)
     return EvalResult(
