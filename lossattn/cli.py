@@ -600,7 +600,9 @@ def _load_checkpoint(args: argparse.Namespace):
     return trained, device, is_image_checkpoint(trained)
 
 
-def _load_images(args: argparse.Namespace, trained, count: int | None = None, select: str = "first"):
+def _load_images(
+    args: argparse.Namespace, trained, count: int | None = None, select: str = "first", seed: int | None = None
+):
     """The images an image checkpoint (ResNet18-MIL) is evaluated on, predicted and explained."""
     from lossattn.image_predict import load_images
 
@@ -608,8 +610,9 @@ def _load_images(args: argparse.Namespace, trained, count: int | None = None, se
         raise CLIError("--split all is not defined for image data", "use --split test (default) or --split train")
     data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser())
     inputs = load_images(
-        args.data, trained, root=data_dir, split=args.split, count=count, select=select, seed=args.data_seed or 0
-    )
+        args.data, trained, root=data_dir, split=args.split, count=count, select=select,
+        seed=seed if seed is not None else (args.data_seed or 0),
+    )  # fmt: skip
     _say(f"Checkpoint: {trained.path}  [{trained.describe()}]")
     _say(f"Data: {inputs.description}")
     return inputs
@@ -788,7 +791,7 @@ def _explain_images(args: argparse.Namespace, trained, device) -> int:
     from lossattn.plots import plot_weight_map
 
     select = "first" if args.select == "positive" else args.select  # images have no negative class
-    inputs = _load_images(args, trained, count=args.bags, select=select)
+    inputs = _load_images(args, trained, count=args.bags, select=select, seed=args.seed)
     pred = predict_images(trained, inputs, batch_size=args.batch_size, device=device)
     label = trained.method or trained.model_name
     kind = "weights" if trained.has_weights else "class activation map"
@@ -1337,10 +1340,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "explain",
-        "pictures of instance weights: image tiles for image bags, ranked bars for feature bags",
+        "pictures of instance weights: image tiles for image bags, ranked bars for feature bags, weight maps "
+        "over the image for image-classification (ResNet18-MIL) runs",
         "examples:\n"
         "  lossattn explain runs/digits_bags/train/loss_attention/r0 digits-bags-multi --out pictures/\n"
-        "  lossattn explain best.pt musk1 --split all --bags 6 --select first --out pictures/",
+        "  lossattn explain best.pt musk1 --split all --bags 6 --select first --out pictures/\n"
+        "  lossattn explain results/table5/size_all/loss_attention/r0 tinyimagenet --bags 8   # + boxes\n"
+        "  lossattn explain results/table4/size_1000/loss_attention/r0 ./my_photos/ --out maps/",
         cmd_explain,
     )
     _add_checkpoint_options(p, data_required=False)
