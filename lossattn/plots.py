@@ -15,6 +15,7 @@ Every function builds a :class:`matplotlib.figure.Figure` of a known size (``fig
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,10 +316,12 @@ def plot_weight_map(
     H, W = img.shape[:2]
     up = upsample(m, (H, W))
     fig = _new_figure(*figsize)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    ax1 = fig.add_axes((0.02, 0.05, 0.42, 0.8))
-    ax2 = fig.add_axes((0.47, 0.05, 0.42, 0.8))
+    lines = textwrap.wrap(title, width=int(figsize[0] * 15)) if title else []
+    if lines:  # long titles (file and class names) wrap instead of running off the figure
+        fig.suptitle("\n".join(lines[:2]), fontsize=10 if len(lines) == 1 else 8.5)
+    height = 0.8 if len(lines) <= 1 else 0.74
+    ax1 = fig.add_axes((0.02, 0.05, 0.42, height))
+    ax2 = fig.add_axes((0.47, 0.05, 0.42, height))
     for ax in (ax1, ax2):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_xticks([])
