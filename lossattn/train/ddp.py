@@ -326,4 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    # Skip interpreter finalisation: gloo's C++ worker threads can still hold objects whose teardown
+    # needs the GIL, and a rank then aborts at exit ("terminate called without an active exception",
+    # pytorch/pytorch#179291) although its work is done and written (atomically) above.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
