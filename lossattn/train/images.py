@@ -37,12 +37,12 @@ import lossattn.nn.resnet_mil  # noqa: F401  (registers the resnet18_* models)
 from lossattn.ensemble import TemporalEnsemble
 from lossattn.nn.resnet_mil import ResNetMIL
 from lossattn.registry import create_model
-from lossattn.schedules import adam_betas, consistency_weight, learning_rate
 from lossattn.train import paper
 from lossattn.train.config import ExperimentConfig, TrainConfig, apply_overrides, config_to_dict, load_preset
 from lossattn.train.io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint, versions
 from lossattn.train.metrics import summarize
 from lossattn.train.protocols import RunSpec, run_experiment
+from lossattn.train.trainer import _better, epoch_schedule
 
 __all__ = [
     "IMAGE_DATASETS",
@@ -607,26 +607,6 @@ def _eval_batches(dataset: ImageArrayDataset, batch_size: int, device: torch.dev
         yield x, y
 
 
-def _schedule(c: TrainConfig, epoch: int) -> dict[str, float]:
-    lr = learning_rate(epoch, c.lr, c.epochs, c.rampup_length, c.rampdown_length, c.rampdown_c)
-    b1_end = c.beta1_rampdown_to if c.beta1_rampdown_to is not None else c.betas[0]
-    b2_end = c.beta2_after_rampup if c.beta2_after_rampup is not None else c.betas[1]
-    b1, b2 = adam_betas(
-        epoch, c.epochs, c.rampup_length, c.rampdown_length, c.rampdown_c, (c.betas[0], b1_end), (c.betas[1], b2_end)
-    )
-    omega = consistency_weight(epoch, c.consistency_weight, c.consistency_rampup)
-    return {"lr": lr, "beta1": b1, "beta2": b2, "consistency_weight": omega}
-
-
-def _better(candidate: tuple[float, float], best: tuple[float, float] | None) -> bool:
-    # lowest validation error first, then lowest validation loss (the paper's stopping criterion)
-    if best is None:
-        return True
-    if not math.isclose(candidate[0], best[0], abs_tol=1e-12):
-        return candidate[0] < best[0]
-    return candidate[1] < best[1] - 1e-12
-
-
 def _load_image_checkpoint(
     run_path: Path | None,
     model: ResNetMIL,
@@ -745,7 +725,7 @@ def train_image_classifier(
 
         epochs = tqdm(epochs, desc="epochs", leave=False)
     for epoch in epochs:
-        sched = _schedule(c, epoch)
+        sched = epoch_schedule(c, epoch)
         for group in optimizer.param_groups:
             group["lr"], group["betas"] = sched["lr"], (sched["beta1"], sched["beta2"])
         omega = sched["consistency_weight"]

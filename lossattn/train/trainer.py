@@ -164,6 +164,29 @@ def _better(candidate: tuple[float, float], best: tuple[float, float] | None) ->
     return loss < best_loss - 1e-12
 
 
+def epoch_schedule(c: TrainConfig, epoch: int) -> dict[str, float]:
+    """The SPEC §4 settings of one epoch: ``lr``, Adam ``beta1`` / ``beta2`` and the consistency weight.
+
+    ``lr · ramp_up · ramp_down``; β1 from ``betas[0]`` to ``beta1_rampdown_to`` with the ramp-down; β2 from
+    ``betas[1]`` to ``beta2_after_rampup`` once the ramp-up ends; ``consistency_weight · ramp_up`` over
+    ``consistency_rampup`` epochs. One function for the Trainer, the vectorized engine and the image loop.
+    """
+    lr = learning_rate(epoch, c.lr, c.epochs, c.rampup_length, c.rampdown_length, c.rampdown_c)
+    b1_end = c.beta1_rampdown_to if c.beta1_rampdown_to is not None else c.betas[0]
+    b2_end = c.beta2_after_rampup if c.beta2_after_rampup is not None else c.betas[1]
+    b1, b2 = adam_betas(
+        epoch,
+        c.epochs,
+        c.rampup_length,
+        c.rampdown_length,
+        c.rampdown_c,
+        (c.betas[0], b1_end),
+        (c.betas[1], b2_end),
+    )
+    omega = consistency_weight(epoch, c.consistency_weight, c.consistency_rampup)
+    return {"lr": lr, "beta1": b1, "beta2": b2, "consistency_weight": omega}
+
+
 @contextlib.contextmanager
 def flush_denormals(enabled: bool = True):
     """Flush denormal floats to zero inside the block (``torch.set_flush_denormal``), restored afterwards.
@@ -227,21 +250,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedules
     def _schedule(self, epoch: int) -> dict[str, float]:
-        c = self.config
-        lr = learning_rate(epoch, c.lr, c.epochs, c.rampup_length, c.rampdown_length, c.rampdown_c)
-        b1_end = c.beta1_rampdown_to if c.beta1_rampdown_to is not None else c.betas[0]
-        b2_end = c.beta2_after_rampup if c.beta2_after_rampup is not None else c.betas[1]
-        b1, b2 = adam_betas(
-            epoch,
-            c.epochs,
-            c.rampup_length,
-            c.rampdown_length,
-            c.rampdown_c,
-            (c.betas[0], b1_end),
-            (c.betas[1], b2_end),
-        )
-        omega = consistency_weight(epoch, c.consistency_weight, c.consistency_rampup)
-        return {"lr": lr, "beta1": b1, "beta2": b2, "consistency_weight": omega}
+        return epoch_schedule(self.config, epoch)
 
     def _set_optimizer(self, sched: dict[str, float]) -> None:
         for group in self.optimizer.param_groups:

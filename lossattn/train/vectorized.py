@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +61,7 @@ from lossattn import functional as LF
 from lossattn.nn.extractors import MLPExtractor
 from lossattn.nn.models import AttentionMIL, LossAttentionMIL, MILModel
 from lossattn.train.config import TrainConfig
-from lossattn.train.trainer import FitResult, Trainer, _better, evaluate, flush_denormals
+from lossattn.train.trainer import FitResult, _better, epoch_schedule, evaluate, flush_denormals
 
 __all__ = ["VectorizedTrainer", "unsupported_reason", "SUPPORTED_MODELS"]
 
@@ -701,7 +700,7 @@ class VectorizedTrainer:
 
     # ------------------------------------------------------------------ schedule (the Trainer's)
     def _schedule(self, epoch: int) -> dict[str, float]:
-        return Trainer._schedule(types.SimpleNamespace(config=self.config), epoch)  # type: ignore[arg-type]
+        return epoch_schedule(self.config, epoch)
 
     # ------------------------------------------------------------------ fit
     def fit(
