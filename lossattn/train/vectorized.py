@@ -644,11 +644,12 @@ class VectorizedTrainer:
             were tuned on MUSK2 and hardly matter elsewhere: small-bag steps are bound by reading the
             runs' weights, not by padded rows, so extra levels rarely pay off.)
         eval_budget: bytes of activations one batched evaluation pass may use (runs are chunked to fit).
-        flush_denormal: train with denormal floats flushed to zero (``torch.set_flush_denormal``, restored
-            afterwards). After a few epochs of the classic-MIL protocol ~10% of the first layer's Adam
-            moments are denormal (below 1.2e-38), and arithmetic on them is ~100x slower on x86: flushing
-            them makes the later epochs ~3x faster. It changes values only below 1.2e-38; the results stay
-            equal to the Trainer's to float rounding (tests/train/test_vectorized.py).
+
+    Denormal floats are flushed to zero while training when ``config.flush_denormal`` is set (the
+    default, as for the Trainer): after a few epochs of the classic-MIL protocol ~10% of the first layer's
+    Adam moments are denormal (below 1.2e-38), and arithmetic on them is ~100x slower on x86; flushing
+    makes the later epochs ~3x faster and the results stay equal to the Trainer's to float rounding
+    (tests/train/test_vectorized.py).
     """
 
     def __init__(
@@ -661,7 +662,6 @@ class VectorizedTrainer:
         level_overhead: int = 300,
         gather_cost: int = 60,
         eval_budget: int = 256 * 2**20,
-        flush_denormal: bool = True,
     ) -> None:
         config.validate()
         models = list(models)
@@ -695,7 +695,6 @@ class VectorizedTrainer:
         self.level_overhead = int(level_overhead)
         self.gather_cost = int(gather_cost)
         self.eval_budget = int(eval_budget)
-        self.flush_denormal = bool(flush_denormal)
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ schedule (the Trainer's)
@@ -715,7 +714,7 @@ class VectorizedTrainer:
         (``history`` rows hold the schedule, ``train_loss``, validation loss/accuracy/error, test
         accuracy and the selected epoch; no per-epoch AUC).
         """
-        with flush_denormals(self.flush_denormal):
+        with flush_denormals(self.config.flush_denormal):
             return self._fit(train_sets, val_sets, test_sets)
 
     def _fit(self, train_sets, val_sets, test_sets) -> list[FitResult]:
@@ -848,7 +847,6 @@ class VectorizedTrainer:
             t1 = time.perf_counter()
             t_train += t1 - t0
             cpu_train += time.process_time() - c0
-            self.stats.setdefault("epoch_train_cpu_s", []).append(time.process_time() - c0)
 
             train_loss = (loss_sum / torch.from_numpy(n_sorted).to(dev, torch.float32)).tolist()
             bad = [seeds[r] for r in range(R) if not math.isfinite(train_loss[r])]
