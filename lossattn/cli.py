@@ -632,32 +632,22 @@ def _load_for_data(args: argparse.Namespace, trained=None, device=None):
 
 
 def _evaluate_images(args: argparse.Namespace, trained, device) -> int:
-    import numpy as np
-    import torch
-
-    from lossattn.image_predict import predict_images
-    from lossattn.localization import localization_ap
+    from lossattn.image_predict import evaluate_image_checkpoint
     from lossattn.train.io import atomic_write_json
 
     inputs = _load_images(args, trained, count=args.num_bags)
     if inputs.labels is None:
         raise CLIError("these images have no labels: nothing to evaluate against",
                        "evaluate on a labelled dataset (cifar10, tinyimagenet); `lossattn predict` works on unlabelled images")  # fmt: skip
-    pred = predict_images(trained, inputs, batch_size=args.batch_size, device=device)
-    labels = inputs.labels
-    top = np.argsort(-pred.probabilities, axis=1)[:, :5]
+    res = evaluate_image_checkpoint(trained, inputs, batch_size=args.batch_size, device=device)
     metrics: dict[str, Any] = {
         "checkpoint": str(trained.path),
         "data": inputs.description,
-        "images": len(pred),
-        "accuracy": float((top[:, 0] == labels).mean()),
-        "top5": float((top == labels[:, None]).any(axis=1).mean()),
+        "images": len(inputs.images),
+        **{k: v for k, v in res.summary().items() if v is not None},
     }
-    if inputs.boxes is not None:
-        maps = torch.from_numpy(pred.extra["maps"])
-        metrics["localization_ap"] = localization_ap(maps, inputs.boxes, tuple(inputs.images.shape[2:]))
     _say("")
-    shown = [[k, metrics[k]] for k in ("images", "accuracy", "top5", "localization_ap") if k in metrics]
+    shown = [[k, metrics[k]] for k in ("images", "accuracy", "top5", "localization_ap", "loss") if k in metrics]
     _say(format_table(["metric", "value"], shown, align="lr"))
     if args.out:
         path = Path(args.out) / "metrics.json"

@@ -15,14 +15,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from lossattn.predict import Predictions, TrainedModel
 
-__all__ = ["ImageInputs", "IMAGE_SUFFIXES", "is_image_checkpoint", "load_images", "predict_images"]
+__all__ = [
+    "ImageInputs",
+    "IMAGE_SUFFIXES",
+    "evaluate_image_checkpoint",
+    "image_dataset",
+    "is_image_checkpoint",
+    "load_images",
+    "predict_images",
+]
 
 #: file suffixes read as images from a user's file or folder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -160,6 +167,37 @@ def _normalization(trained: TrainedModel) -> tuple[Sequence[float], Sequence[flo
     return norm["mean"], norm["std"]
 
 
+def image_dataset(trained: TrainedModel, inputs: ImageInputs):
+    """``inputs`` as an :class:`~lossattn.train.images.ImageArrayDataset` with the checkpoint's evaluation
+    transform (its normalisation); unlabelled images get label -1."""
+    from lossattn.train.images import ImageArrayDataset, image_transforms
+
+    images = inputs.images
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8 (n, C, H, W), got {images.dtype} {images.shape}")
+    shape = _checkpoint_image_shape(trained)
+    if shape is not None and tuple(images.shape[1:]) != shape:
+        raise ValueError(
+            f"checkpoint {trained.method or trained.model_name!r} expects images of shape {shape}, got {tuple(images.shape[1:])}"
+        )
+    mean, std = _normalization(trained)
+    labels = np.full(len(images), -1, dtype=np.int64) if inputs.labels is None else inputs.labels
+    return ImageArrayDataset(images, labels, image_transforms(False, mean, std, tuple(images.shape[2:])), inputs.boxes)
+
+
+def evaluate_image_checkpoint(
+    trained: TrainedModel, inputs: ImageInputs, *, batch_size: int = 128, device: str | torch.device = "cpu"
+):
+    """Loss, top-1, top-5 and (with boxes) localization AP: :func:`lossattn.train.images.evaluate_images`,
+    the code that scores the Table 4/5 runs."""
+    from lossattn.train.images import evaluate_images
+
+    if inputs.labels is None:
+        raise ValueError("these images have no labels: nothing to evaluate against")
+    ds = image_dataset(trained, inputs)
+    return evaluate_images(trained.model, ds, batch_size, device, localization=inputs.boxes is not None)
+
+
 @torch.no_grad()
 def predict_images(
     trained: TrainedModel, inputs: ImageInputs, *, batch_size: int = 128, device: str | torch.device = "cpu"
@@ -171,22 +209,12 @@ def predict_images(
         ``(h·w,)`` map of image ``i`` (row-major over the feature map, summing to 1) and
         ``extra["maps"]`` the maps ``(n, h, w)``; ``extra["boxes"]`` the ground-truth boxes when known.
     """
-    from lossattn.train.images import image_transforms
+    from lossattn.train.images import _eval_batches
 
-    images = inputs.images
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise TypeError(f"images must be uint8 (n, C, H, W), got {images.dtype} {images.shape}")
-    shape = _checkpoint_image_shape(trained)
-    if shape is not None and tuple(images.shape[1:]) != shape:
-        raise ValueError(
-            f"checkpoint {trained.method or trained.model_name!r} expects images of shape {shape}, got {tuple(images.shape[1:])}"
-        )
-    mean, std = _normalization(trained)
-    tf = image_transforms(False, mean, std, tuple(images.shape[2:]))
+    ds = image_dataset(trained, inputs)
     model = trained.model.to(device).eval()
     probs, maps = [], []
-    for s in range(0, len(images), batch_size):
-        x = tf(torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device))
+    for x, _ in _eval_batches(ds, batch_size, torch.device(device), num_workers=0):
         out = model(x)
         probs.append(out.bag_logits.float().softmax(dim=1).cpu())
         maps.append(out.localization_map().float().cpu())  # (B, h, w)
@@ -204,15 +232,3 @@ def predict_images(
         class_names=trained.extra.get("class_names"),
         extra={"maps": maps_all, "boxes": inputs.boxes, "grid": (h, w)},
     )
-
-
-def describe_grid(pred: Predictions) -> str:
-    h, w = pred.extra.get("grid", (0, 0))
-    return f"{h}×{w} feature-map positions per image"
-
-
-def image_summary_row(pred: Predictions, i: int) -> dict[str, Any]:
-    """Where image ``i``'s weight map peaks (row, column of the feature map) and how much weight is there."""
-    m = pred.extra["maps"][i]
-    r, c = np.unravel_index(int(np.argmax(m)), m.shape)
-    return {"peak_row": int(r), "peak_col": int(c), "peak_weight": float(m[r, c])}
