@@ -591,6 +591,11 @@ def cmd_cv(args: argparse.Namespace) -> int:
 # =========================================================================== evaluate / predict / explain
 
 
+def _data_dir(args: argparse.Namespace) -> str | None:
+    """``--data-dir`` with ``~`` expanded, or None."""
+    return None if args.data_dir is None else str(Path(args.data_dir).expanduser())
+
+
 def _load_checkpoint(args: argparse.Namespace):
     from lossattn.image_predict import is_image_checkpoint
     from lossattn.predict import load_trained
@@ -608,7 +613,7 @@ def _load_images(
 
     if args.split == "all":
         raise CLIError("--split all is not defined for image data", "use --split test (default) or --split train")
-    data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser())
+    data_dir = _data_dir(args)
     inputs = load_images(
         args.data, trained, root=data_dir, split=args.split, count=count, select=select,
         seed=seed if seed is not None else (args.data_seed or 0),
@@ -623,7 +628,7 @@ def _load_for_data(args: argparse.Namespace, trained=None, device=None):
 
     if trained is None:
         trained, device, _ = _load_checkpoint(args)
-    data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser())
+    data_dir = _data_dir(args)
     resolved = resolve_data(
         args.data, trained, root=data_dir, split=args.split, seed=args.data_seed, num_bags=args.num_bags
     )
@@ -895,7 +900,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         overrides["train.epochs"] = args.epochs
     if args.device is not None and not images:
         overrides["train.device"] = _device(args.device)
-    data_dir = None if args.data_dir is None else str(Path(args.data_dir).expanduser())
+    data_dir = _data_dir(args)
     common = dict(
         quick=args.quick,
         jobs=args.jobs,
