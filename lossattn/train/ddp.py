@@ -316,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = train_ddp(cfg, args.method, args.repeat, args.fold, args.out, args.resume)
         if record is not None:
             print(json.dumps(record, indent=2))
-        # rank 0 evaluates and writes alone; a rank that tears down gloo while its peer still holds the
-        # connection can abort at exit ("terminate called without an active exception"): leave together
+        # rank 0 evaluates and writes alone: wait for it, so no rank destroys the group while its peer is
+        # still inside it (the exit abort itself is handled under __main__ below)
         dist.barrier()
     finally:
         if dist.is_initialized():
