@@ -34,12 +34,12 @@ from reference import (
     ListBags,
     PeakMemory,
     ReferenceMLPLossAttention,
-    copy_initial_weights,
     emit,
     machine,
     mean_std,
     reference_test,
     reference_train,
+    train_reference_mlp,
 )
 
 LAM, LR, WEIGHT_DECAY = 0.1, 1e-4, 5e-4  # the classic_mil preset
@@ -117,12 +117,10 @@ def bench(args) -> dict | None:
     ref_models, secs = [], 0.0
     mem.start()
     for (tr, _, _), seed in zip(splits, seeds, strict=True):
-        ref = ReferenceMLPLossAttention(tr.num_features)
-        copy_initial_weights(ref, fresh_model(seed, tr.num_features))
-        torch.manual_seed(seed)
-        secs += reference_train(
-            ref, ListBags(tr), args.epochs, seed, device, lambda: None, lr=LR, weight_decay=WEIGHT_DECAY, lam=LAM
+        ref, s = train_reference_mlp(
+            fresh_model(seed, tr.num_features), tr, args.epochs, seed, lr=LR, weight_decay=WEIGHT_DECAY, lam=LAM
         )
+        secs += s
         ref_models.append(ref)
     out["reference_train"] = {"seconds": secs, **mem.stop()}
     mem.start()

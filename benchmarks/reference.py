@@ -33,6 +33,7 @@ __all__ = [
     "reference_test",
     "reference_train",
     "released_weights",
+    "train_reference_mlp",
     "weighted_instance_ce",
 ]
 
@@ -141,6 +142,23 @@ def reference_train(
             optimizer.step()
     sync()
     return time.perf_counter() - start
+
+
+def train_reference_mlp(
+    ours: nn.Module, train, epochs: int, seed: int, *, lr: float, weight_decay: float, lam: float
+) -> tuple[ReferenceMLPLossAttention, float]:
+    """One run of the reference loop with the MLP, from our run's initial weights and seed.
+
+    Returns the trained reference model and the training seconds.
+    """
+    ref = ReferenceMLPLossAttention(train.num_features)
+    copy_initial_weights(ref, ours)
+    torch.manual_seed(seed)  # the dropout stream of the run, as the Trainer seeds it
+    cpu = torch.device("cpu")
+    secs = reference_train(
+        ref, ListBags(train), epochs, seed, cpu, lambda: None, lr=lr, weight_decay=weight_decay, lam=lam
+    )
+    return ref, secs
 
 
 @torch.no_grad()

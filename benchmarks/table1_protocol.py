@@ -67,7 +67,7 @@ def _authors_loop(payload):
     under-counts the reference's work a little). Returns (test accuracies, wall s, cpu s)."""
     cfg_dict, specs = payload
     torch.set_num_threads(1)
-    from reference import ListBags, ReferenceMLPLossAttention, copy_initial_weights, reference_test, reference_train
+    from reference import ListBags, reference_test, train_reference_mlp
 
     from lossattn.registry import create_model
     from lossattn.train.config import ExperimentConfig, config_from_dict
@@ -85,11 +85,7 @@ def _authors_loop(payload):
         seed = run_seed(cfg, spec.repeat, spec.fold)
         torch.manual_seed(seed)
         ours = create_model(method.model, in_features=train.num_features, num_classes=2, **method.kwargs)
-        ref = ReferenceMLPLossAttention(train.num_features)
-        copy_initial_weights(ref, ours)
-        torch.manual_seed(seed)
-        reference_train(ref, ListBags(train), tc.epochs, seed, cpu, lambda: None, lr=tc.lr,
-                        weight_decay=tc.weight_decay, lam=lam)  # fmt: skip
+        ref, _ = train_reference_mlp(ours, train, tc.epochs, seed, lr=tc.lr, weight_decay=tc.weight_decay, lam=lam)
         accs.append(reference_test(ref, ListBags(test), cpu, lambda: None)[0])
     return accs, time.perf_counter() - t0, time.process_time() - c0
 
