@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from lossattn.registry import EXTRACTORS
@@ -44,6 +45,22 @@ class MLPExtractor(nn.Module):
         return self.net(x)
 
 
+def conv_pool_features(conv: nn.Sequential, x: Tensor) -> Tensor:
+    """Run the ``conv-ReLU-pool`` stack ``conv`` on ``x (M, C, H, W)``; same values as ``conv(x)``.
+
+    On CPU the first convolution's output is switched to channels-last memory: PyTorch's NCHW
+    ``max_pool2d`` is about 8x slower on CPU than its channels-last kernel, and a convolution of a 1- or
+    3-channel NCHW input returns NCHW, so without the switch both pools run the slow kernel. The later
+    layers keep channels-last by themselves. (LeNet5 forward+backward on 10 MNIST instances, one thread:
+    4.3 ms -> 3.1 ms.) CUDA inputs run the stack unchanged.
+    """
+    for index, layer in enumerate(conv):
+        x = layer(x)
+        if index == 0 and x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 class LeNet5(nn.Module):
     """LeNet5 of the MNIST-bags experiments (Ilse et al.; the authors' code).
 
@@ -77,7 +94,7 @@ class LeNet5(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.instance_shape:
             raise ValueError(f"LeNet5 expects instances of shape {self.instance_shape}, got {tuple(x.shape[1:])}")
-        return self.fc(self.conv(x).flatten(1))
+        return self.fc(conv_pool_features(self.conv, x).flatten(1))
 
 
 class CifarBagsCNN(nn.Module):
@@ -112,7 +129,7 @@ class CifarBagsCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.instance_shape:
             raise ValueError(f"CifarBagsCNN expects instances of shape {self.instance_shape}, got {tuple(x.shape[1:])}")
-        return self.fc(self.conv(x).flatten(1))
+        return self.fc(conv_pool_features(self.conv, x).flatten(1))
 
 
 class IdentityExtractor(nn.Module):

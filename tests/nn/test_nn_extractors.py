@@ -77,6 +77,28 @@ def test_cifar_cnn_shapes_and_tanh_output():
         net(torch.rand(2, 1, 28, 28))
 
 
+@pytest.mark.parametrize("extractor", sorted(IMAGES))
+def test_cnn_extractors_equal_the_plain_nchw_stack(extractor):
+    # the CPU forward switches to channels-last memory after the first convolution (a speed-up only):
+    # outputs and every gradient must be those of running the nn.Sequential stack as it is
+    torch.manual_seed(0)
+    m = create_extractor(extractor, dropout=0.0)
+    x = torch.randn(7, *IMAGES[extractor])
+
+    def outputs_and_grads(forward):
+        m.zero_grad(set_to_none=True)
+        out = forward(x)
+        out.square().sum().backward()
+        return out.detach(), [p.grad.clone() for p in m.parameters()]
+
+    fast, fast_grads = outputs_and_grads(m)
+    plain, plain_grads = outputs_and_grads(lambda t: m.fc(m.conv(t).flatten(1)))
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    for name, a, b in zip([n for n, _ in m.named_parameters()], fast_grads, plain_grads, strict=True):
+        # summation order differs: float rounding relative to the gradient's scale
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()), msg=name)
+
+
 def test_identity_extractor():
     ident = IdentityExtractor(6)
     x = torch.randn(3, 2, 3)
