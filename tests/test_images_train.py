@@ -349,9 +349,17 @@ def test_image_checkpoint_for_another_training_set_is_refused(tmp_path: Path):
 
 def test_table4_runs_leave_a_best_checkpoint_and_no_resume_state(tmp_path: Path):
     root = write_fake_cifar(tmp_path / "data")
-    I.reproduce_table4(tmp_path / "t4", quick=True, root=str(root), sizes=(20,), test_size=20, methods=("max",), width=4)
+    I.reproduce_table4(
+        tmp_path / "t4", quick=True, root=str(root), sizes=(20,), test_size=20, methods=("max",), width=4
+    )
     run = tmp_path / "t4" / "size_20" / "max" / "r0"
-    assert {p.name for p in run.iterdir()} == {"best.pt", "config.yaml", "metrics.jsonl", "result.json", "versions.json"}
+    assert {p.name for p in run.iterdir()} == {
+        "best.pt",
+        "config.yaml",
+        "metrics.jsonl",
+        "result.json",
+        "versions.json",
+    }
     best = torch.load(run / "best.pt", weights_only=False)
     assert best["class_names"][0] == "airplane" and best["image_shape"] == [3, 32, 32]
     assert best["normalization"]["mean"][0] == pytest.approx(0.4914)

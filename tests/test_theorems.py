@@ -141,6 +141,9 @@ def test_t1_limit_alpha_to_one(bag, data):
     j = data.draw(st.sampled_from(real))
     v = torch.linalg.pinv(W) @ torch.ones(W.shape[0], dtype=DT)  # W v = 1: shifts all logits equally
     assume(torch.allclose(W @ v, torch.ones(W.shape[0], dtype=DT), atol=1e-9))
+    # a near-zero W (entries ~1e-308) makes v overflow and the shifted features inf: a numerical
+    # artefact of the construction, not the theorem's limit
+    assume(float(v.abs().max()) < 1e6)
     others = mask.clone()
     others[0, j] = False
     p_j = torch.softmax(W @ x[0, j] + b, 0)

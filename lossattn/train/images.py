@@ -716,7 +716,12 @@ def train_image_classifier(
     resumed = _load_image_checkpoint(run_path, model, optimizer, loader, len(train_set), device)
     if resumed is not None:
         ensemble = resumed["ensemble"]
-        history, best, best_epoch, best_state = resumed["history"], resumed["best"], resumed["best_epoch"], resumed["best_state"]
+        history, best, best_epoch, best_state = (
+            resumed["history"],
+            resumed["best"],
+            resumed["best_epoch"],
+            resumed["best_state"],
+        )
         first_epoch = resumed["epoch"] + 1
         start -= float(history[-1]["seconds"]) if history else 0.0
     epochs: Any = range(first_epoch, c.epochs)
