@@ -114,16 +114,20 @@ def reference_train(
     lr: float,
     weight_decay: float,
     lam: float,
+    optimizer: torch.optim.Optimizer | None = None,
+    first_epoch: int = 0,
 ) -> float:
     """The released training loop: a batch_size=1 DataLoader, one bag per step; returns seconds.
 
     The bag order of each epoch is the Trainer's (``default_rng([seed, epoch])``), given as the sampler.
+    Pass ``optimizer`` (and ``first_epoch``) to continue a run; by default a fresh Adam is built.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
     criterion = nn.CrossEntropyLoss()
     sync()
     start = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, first_epoch + epochs):
         model.train()
         order = np.random.default_rng([seed, epoch]).permutation(len(bags)).tolist()
         # its own generator: the loader then draws nothing from torch's global RNG, so the dropout masks

@@ -42,6 +42,36 @@ def test_musk2_benchmark_smoke(musk_root, tmp_path):
         assert r[f"{v}_train"]["bags_per_s"] > 0 and 0.0 <= r[f"{v}_test"]["accuracy"] <= 1.0
 
 
+@pytest.fixture
+def mnist_root() -> Path:
+    env = os.environ.get("LOSSATTN_DATA", "").strip()
+    if not env or not (Path(env) / "mnist").is_dir():
+        pytest.skip("LOSSATTN_DATA does not hold mnist/: the MNIST-bags benchmarks need the MNIST files")
+    return Path(env)
+
+
+@pytest.mark.realdata
+def test_mnist_bags_benchmark_smoke(mnist_root, tmp_path):
+    out = run_script(str(REPO / "benchmarks" / "mnist_bags.py"), "--smoke", "--batch-size", "1", "2", "--json",
+                     str(tmp_path / "m.json"), cwd=REPO)  # fmt: skip
+    summary = json.loads((tmp_path / "m.json").read_text())["summary"]
+    assert set(summary) == {"reference", "ours_b1", "ours_b2"} and "kernel floor × ref" in out
+    for v in ("ours_b1", "ours_b2"):
+        assert summary[v]["train_speedup"] > 0 and summary[v]["kernel_floor_speedup"] > 0
+        assert 0.0 <= summary[v]["accuracy_mean"] <= 1.0
+
+
+@pytest.mark.realdata
+def test_denormals_benchmark_smoke(mnist_root, tmp_path):
+    args = ["--epochs", "1", "--train-bags", "8", "--json", str(tmp_path / "d.json")]
+    out = run_script(str(REPO / "benchmarks" / "denormals.py"), *args, cwd=REPO)
+    r = json.loads((tmp_path / "d.json").read_text())
+    # two Adam moments per trained parameter (the released model's unused layer gets no state)
+    assert 800_000 < r["denormal_adam_moments"]["of"] <= 2 * r["denormal_parameters"]["of"]
+    assert set(r["next_epoch_seconds"]) == {"no_flush_0", "flush_1", "no_flush_2"} and r["slowdown_without_flush"] > 0
+    assert "slowdown without flushing" in out
+
+
 @pytest.mark.realdata
 def test_table1_protocol_benchmark_smoke(musk_root, tmp_path):
     args = ["--datasets", "musk1", "--epochs", "1", "--repeats", "1", "--reference-runs", "1", "--loop-runs", "1"]
