@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 import torch
 from mnist_bags import LAM, LR, WEIGHT_DECAY, ReferenceLossAttention
-from reference import ListBags, emit, machine, reference_train
+from reference import ListBags, machine, reference_train, run_main
 
 
 def denormal_count(tensors) -> tuple[int, int]:
@@ -98,11 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    result = run(args)
-    if result is not None:
-        emit(result, table(result), args.json)
-    return 0
+    return run_main(parse_args, run, table, argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from reference import ListBags, PeakMemory, emit, machine, mean_std, reference_test, reference_train
+from reference import ListBags, PeakMemory, machine, mean_std, reference_test, reference_train, run_main
 from torch import nn
 
 LAM = 2.0  # Loss-Attention λ of the MNIST-bags presets (mean reduction, as the released code)
@@ -371,11 +371,7 @@ def argv_is_cli() -> bool:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    result = run(args)
-    if result is not None:
-        emit(result, table(result), args.json)
-    return 0
+    return run_main(parse_args, run, table, argv)
 
 
 if __name__ == "__main__":

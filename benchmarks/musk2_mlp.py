@@ -34,11 +34,11 @@ from reference import (
     ListBags,
     PeakMemory,
     ReferenceMLPLossAttention,
-    emit,
     machine,
     mean_std,
     reference_test,
     reference_train,
+    run_main,
     train_reference_mlp,
 )
 
@@ -239,11 +239,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    result = bench(args)
-    if result is not None:
-        emit(result, table(result), args.json)
-    return 0
+    return run_main(parse_args, bench, table, argv)
 
 
 if __name__ == "__main__":

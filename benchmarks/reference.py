@@ -28,6 +28,7 @@ __all__ = [
     "ReferenceMLPLossAttention",
     "copy_initial_weights",
     "emit",
+    "run_main",
     "machine",
     "mean_std",
     "reference_test",
@@ -253,3 +254,15 @@ def emit(result: dict, table: str, json_path: str | None) -> None:
     print(table)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def run_main(parse_args, run, table, argv=None) -> int:
+    """A benchmark's ``main``: parse ``argv``, run, print (and save) the JSON and the table.
+
+    ``run`` returns None when the data is absent (it has said so); then nothing is printed.
+    """
+    args = parse_args(argv)
+    result = run(args)
+    if result is not None:
+        emit(result, table(result), args.json)
+    return 0
