@@ -147,3 +147,37 @@ def test_dask_threaded_workers_match_serial(table, serial_table, tmp_path):
     ) as cluster:
         result = run_experiment(table_config(table), out, scheduler=cluster.scheduler_address)
     assert_same_runs(serial, result, serial_dir, out)
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_joblib_map_keeps_order_and_silences_only_lokys_worker_restart_warning(monkeypatch):
+    import warnings
+
+    import joblib
+
+    from lossattn.train import protocols
+
+    assert protocols._joblib_map(_square, [3, 1, 2], jobs=2) == [9, 1, 4]
+
+    class RestartingParallel:  # what loky does when it recycles a worker whose memory grew by > 300 MB
+        def __init__(self, **kwargs):
+            pass
+
+        def __call__(self, calls):
+            warnings.warn(
+                "A worker stopped while some jobs were given to the executor. This can be caused by a too "
+                "short worker timeout or by a memory leak.",
+                UserWarning,
+                stacklevel=1,
+            )
+            warnings.warn("some other joblib warning", UserWarning, stacklevel=1)
+            return [f(*a, **k) for f, a, k in calls]
+
+    monkeypatch.setattr(joblib, "Parallel", RestartingParallel)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert protocols._joblib_map(_square, [4], jobs=2) == [16]
+    assert [str(w.message) for w in caught] == ["some other joblib warning"]
