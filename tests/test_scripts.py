@@ -62,6 +62,16 @@ def test_mnist_bags_benchmark_smoke(mnist_root, tmp_path):
 
 
 @pytest.mark.realdata
+def test_gpu_check_script_runs_on_cpu(mnist_root, tmp_path):
+    # the script waits for a lent GPU; this keeps it from rotting in the meantime
+    out = run_script(str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--smoke", "--json",
+                     str(tmp_path / "g.json"), cwd=REPO)  # fmt: skip
+    summary = json.loads((tmp_path / "g.json").read_text())
+    assert set(summary["mnist_bags"]["summary"]) == {"reference", "ours_b1", "ours_b8"}
+    assert summary["trainer_runs"] and "kernel floor" in out
+
+
+@pytest.mark.realdata
 def test_denormals_benchmark_smoke(mnist_root, tmp_path):
     args = ["--epochs", "1", "--train-bags", "8", "--json", str(tmp_path / "d.json")]
     out = run_script(str(REPO / "benchmarks" / "denormals.py"), *args, cwd=REPO)
