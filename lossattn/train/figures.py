@@ -270,6 +270,14 @@ def _f(value: Any) -> str:
     return f"{value:.3f}"
 
 
+def _retrieval_cell(point: dict[str, Any], metric: str) -> str:
+    text = _f(point.get(metric))
+    runs, retrieving = point.get("runs"), point.get("runs_retrieving")
+    if metric == "precision" and runs is not None and retrieving is not None and retrieving < runs:
+        text += f" ({retrieving}/{runs})"
+    return text
+
+
 def figure_markdown(report: dict[str, Any]) -> str:
     """The Markdown report of a figure: P/R/F per τ for each curve, bag metrics, protocol, paper's shape."""
     figure = report["figure"]
@@ -289,7 +297,8 @@ def figure_markdown(report: dict[str, Any]) -> str:
         f"Protocol: {report['protocol']}",
         "",
         "Relevant instances: those of the target digits. Retrieved: weight α > τ. Counts pooled over the test",
-        "bags of a run; each cell is the mean over runs.",
+        "bags of a run; each cell is the mean over runs. Precision is averaged over the runs that retrieved",
+        "anything at that τ; where some retrieved nothing, the cell says how many of the runs did (k/n).",
         "",
         _PAPER_SHAPE[figure],
         "",
@@ -300,7 +309,7 @@ def figure_markdown(report: dict[str, Any]) -> str:
         lines += [f"## {title}", "", f"| {key} | " + " | ".join(f"τ={t}" for t in taus) + " |"]
         lines.append("|---" * (len(taus) + 1) + "|")
         for m, by_tau in curves.items():
-            cells = [_f(by_tau.get(t, {}).get(metric)) for t in taus]
+            cells = [_retrieval_cell(by_tau.get(t, {}), metric) for t in taus]
             lines.append(f"| {legend.get(m, m)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Bag classification (test, mean ± std over runs)", "", f"| {key} | accuracy | AUC |", "|---|---|---|"]

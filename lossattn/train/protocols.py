@@ -373,6 +373,24 @@ def protocol_description(cfg: ExperimentConfig) -> str:
     return f"{split}; {selection}; {cfg.train.epochs} epochs, batch size {cfg.train.batch_size}."
 
 
+def _mean_retrieval(per_run: list[dict[str, float]]) -> dict[str, float]:
+    """Mean precision / recall / F over runs at one τ, plus how many runs retrieved anything.
+
+    A run that retrieves nothing has no precision (its per-run record says 0, as scikit-learn's
+    ``zero_division=0``); averaging that 0 in would drag the curve down for a run that made no false
+    retrieval at all, so precision is averaged over the runs that retrieved something (NaN when none did).
+    Recall and F are 0 for such a run and are averaged over all runs.
+    """
+    precision = [r["precision"] if r.get("retrieved", 1) > 0 else float("nan") for r in per_run]
+    return {
+        "precision": M.summarize(precision)["mean"],
+        "recall": M.summarize([r["recall"] for r in per_run])["mean"],
+        "f1": M.summarize([r["f1"] for r in per_run])["mean"],
+        "runs_retrieving": sum(1 for r in per_run if r.get("retrieved", 1) > 0),
+        "runs": len(per_run),
+    }
+
+
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per method: mean ± std of test accuracy/AUC over runs, over repeat means, oracle figure, retrieval."""
     summary: dict[str, Any] = {}
@@ -392,9 +410,6 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
         }
         retrievals = [r["instance_retrieval"] for r in rows if r.get("instance_retrieval")]
         if retrievals:
-            entry["instance_retrieval"] = {
-                tau: {k: M.summarize([x[tau][k] for x in retrievals])["mean"] for k in ("precision", "recall", "f1")}
-                for tau in retrievals[0]
-            }
+            entry["instance_retrieval"] = {tau: _mean_retrieval([x[tau] for x in retrievals]) for tau in retrievals[0]}
         summary[method] = entry
     return summary

@@ -150,3 +150,28 @@ def test_benchmark_few_epochs_real_data(tmp_path):
     best = json.loads((tmp_path / "loss_attention" / "r0_f0" / "result.json").read_text())
     assert best["n_train"] + best["n_val"] + best["n_test"] == 92
     assert best["test_accuracy"] > 0.5
+
+
+def test_aggregate_averages_precision_over_runs_that_retrieved_something():
+    def run(repeat, precision, recall, f1, retrieved):
+        point = {"precision": precision, "recall": recall, "f1": f1, "retrieved": retrieved, "relevant": 10}
+        return {"method": "la", "repeat": repeat, "fold": None, "test_accuracy": 0.5, "test_auc": 0.5,
+                "selected_epoch": 1, "seconds": 1.0, "instance_retrieval": {"0.9": point, "0.1": {**point, "retrieved": 0, "precision": 0.0}}}  # fmt: skip
+
+    records = [run(0, 1.0, 0.2, 1 / 3, 2), run(1, 0.5, 0.1, 1 / 6, 2), run(2, 0.0, 0.0, 0.0, 0)]
+    curve = aggregate(records)["la"]["instance_retrieval"]
+    # the run that retrieved nothing has no precision: it is left out of the precision mean only
+    assert curve["0.9"]["precision"] == pytest.approx(0.75)
+    assert curve["0.9"]["recall"] == pytest.approx(0.1) and curve["0.9"]["f1"] == pytest.approx(1 / 6)
+    assert (curve["0.9"]["runs_retrieving"], curve["0.9"]["runs"]) == (2, 3)
+    assert np.isnan(curve["0.1"]["precision"]) and curve["0.1"]["runs_retrieving"] == 0
+
+
+def test_figure_markdown_says_how_many_runs_retrieved_anything():
+    from lossattn.train.figures import _retrieval_cell
+
+    point = {"precision": 0.75, "recall": 0.1, "f1": 0.2, "runs_retrieving": 2, "runs": 3}
+    assert _retrieval_cell(point, "precision") == "0.750 (2/3)"
+    assert _retrieval_cell(point, "recall") == "0.100"
+    assert _retrieval_cell({**point, "runs_retrieving": 3}, "precision") == "0.750"
+    assert _retrieval_cell({**point, "precision": float("nan"), "runs_retrieving": 0}, "precision") == "– (0/3)"
