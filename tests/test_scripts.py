@@ -13,16 +13,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def musk_root() -> Path:
+def real_data(*names: str, needed_by: str) -> Path:
+    """``$LOSSATTN_DATA`` when it holds the folders ``names``; else the test skips, saying why."""
     env = os.environ.get("LOSSATTN_DATA", "").strip()
     if not env or not Path(env).is_dir():
-        pytest.skip("LOSSATTN_DATA is not set to a folder: these script checks need the MUSK files")
+        pytest.skip(f"LOSSATTN_DATA is not set to a folder: {needed_by}")
     root = Path(env)
-    for name in ("musk1", "musk2"):
+    for name in names:
         if not (root / name).is_dir():
-            pytest.skip(f"real data missing: {root / name}")
+            pytest.skip(f"real data missing: {root / name} ({needed_by})")
     return root
+
+
+@pytest.fixture
+def musk_root() -> Path:
+    return real_data("musk1", "musk2", needed_by="these script checks need the MUSK files")
 
 
 def run_script(*argv: str, cwd: Path) -> str:
@@ -44,10 +49,7 @@ def test_musk2_benchmark_smoke(musk_root, tmp_path):
 
 @pytest.fixture
 def mnist_root() -> Path:
-    env = os.environ.get("LOSSATTN_DATA", "").strip()
-    if not env or not (Path(env) / "mnist").is_dir():
-        pytest.skip("LOSSATTN_DATA does not hold mnist/: the MNIST-bags benchmarks need the MNIST files")
-    return Path(env)
+    return real_data("mnist", needed_by="the MNIST-bags benchmarks need the MNIST files")
 
 
 @pytest.mark.realdata

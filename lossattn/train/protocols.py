@@ -381,12 +381,13 @@ def _mean_retrieval(per_run: list[dict[str, float]]) -> dict[str, float]:
     retrieval at all, so precision is averaged over the runs that retrieved something (NaN when none did).
     Recall and F are 0 for such a run and are averaged over all runs.
     """
-    precision = [r["precision"] if r.get("retrieved", 1) > 0 else float("nan") for r in per_run]
+    retrieving = [r.get("retrieved", 1) > 0 for r in per_run]
+    precision = [r["precision"] if got else float("nan") for r, got in zip(per_run, retrieving, strict=True)]
     return {
         "precision": M.summarize(precision)["mean"],
         "recall": M.summarize([r["recall"] for r in per_run])["mean"],
         "f1": M.summarize([r["f1"] for r in per_run])["mean"],
-        "runs_retrieving": sum(1 for r in per_run if r.get("retrieved", 1) > 0),
+        "runs_retrieving": sum(retrieving),
         "runs": len(per_run),
     }
 
