@@ -5,7 +5,7 @@
    reference loop, throughput, peak CUDA memory and test accuracy;
 3. short ``Trainer`` runs with ``device=cuda``, AMP off and on, through the protocol layer
    (``run_experiment``: validation-based selection, checkpoints, ``best.pt``), then a resume of the finished
-   run (read back, not retrained) and ``lossattn.predict`` from ``best.pt`` on the GPU;
+   run (read back, not retrained) and ``lossattn.inference`` from ``best.pt`` on the GPU;
 4. a JSON summary (``--json``, default ``$OUT/gpu_check.json`` when ``$OUT`` is set).
 
     LOSSATTN_DATA=shared/data python benchmarks/gpu_check.py
@@ -66,8 +66,8 @@ def mnist_benchmark(args) -> dict | None:
 
 def trainer_runs(args, device: torch.device) -> list[dict]:
     """Short protocol runs on the device, AMP off and on; resume and predict from the checkpoint."""
-    from lossattn.predict import load_trained, predict_bags
-    from lossattn.train import apply_overrides, load_preset, prepare_split, run_experiment
+    from lossattn.inference import load_trained, predict_bags
+    from lossattn.protocols import apply_overrides, load_preset, prepare_split, run_experiment
 
     rows = []
     epochs = 1 if args.smoke else 5
@@ -126,9 +126,12 @@ def trainer_runs(args, device: torch.device) -> list[dict]:
 
 
 def _amp_dtype():
-    from lossattn.train.trainer import _amp_dtype
+    import torch
 
-    return _amp_dtype()
+    from lossattn.engine import TrainConfig
+    from lossattn.engine.runtime import amp_dtype
+
+    return amp_dtype(TrainConfig(amp=True), torch.device("cuda"))
 
 
 def main(argv=None) -> int:

@@ -82,7 +82,7 @@ def _warm_up(ref: nn.Module, ours: nn.Module, train, args, device: torch.device)
     set-up (lazy loading, kernel JIT, allocator growth) is charged to neither side's figures."""
     import copy
 
-    from lossattn.train import TrainConfig, Trainer, evaluate
+    from lossattn.engine import TrainConfig, Trainer, evaluate
 
     few = train.subset(list(range(min(8, len(train)))))
     bags = ListBags(few)
@@ -98,7 +98,7 @@ def _warm_up(ref: nn.Module, ours: nn.Module, train, args, device: torch.device)
 
 def run_seed(seed: int, args, train, test, device: torch.device) -> dict:
     import lossattn
-    from lossattn.train import TrainConfig, Trainer, evaluate
+    from lossattn.engine import TrainConfig, Trainer, evaluate
 
     def sync() -> None:
         if device.type == "cuda":
@@ -186,7 +186,7 @@ def kernel_floor(model: nn.Module, train, batch_size: int, seed: int, device: to
     """
     import copy
 
-    from lossattn.train.trainer import flush_denormals
+    from lossattn.engine import flush_denormals
 
     m = copy.deepcopy(model).to(device).train()
     optimizer = torch.optim.Adam(m.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, fused=True)
@@ -347,7 +347,7 @@ def run(args: argparse.Namespace) -> dict | None:
         weight_decay=WEIGHT_DECAY,
         lam=LAM,
         task="MNIST-bags multi-class (targets 3/5/9 -> labels 1/2/3), bag size N(10, 2), LeNet5, Loss-Attention",
-        ours="lossattn.train.Trainer: the bags of a step padded + masked (the extractor sees real instances only), "
+        ours="lossattn.engine.Trainer: the bags of a step padded + masked (the extractor sees real instances only), "
         "fused Adam; evaluation batched",
         reference="authors' loop structure: DataLoader(batch_size=1), one forward/backward/step per bag, "
         "global-max-shifted exp, weighted CE with a one-hot mask, torch.optim.Adam(5e-4, wd 1e-4); "

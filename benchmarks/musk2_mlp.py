@@ -7,9 +7,9 @@ so that all three train on the same bags and nothing but speed differs), then te
 
 * **reference**: the authors' loop structure (``benchmarks/reference.py``) with the MLP fc256-fc128-fc64
   (ReLU, dropout 0.5), Adam 1e-4, weight decay 5e-4, λ = 0.1, one run after the other; test one bag at a time;
-* **ours, Trainer**: :class:`lossattn.train.Trainer` one run after the other (batch size 1, fused Adam),
+* **ours, Trainer**: :class:`lossattn.engine.Trainer` one run after the other (batch size 1, fused Adam),
   batched evaluation;
-* **ours, vectorized**: all the runs as one batched computation (:mod:`lossattn.train.vectorized`).
+* **ours, vectorized**: all the runs as one batched computation (:mod:`lossattn.engine.manyruns`).
 
 The three start every run from the same initial weights and see the same bags in the same order; they
 draw different dropout masks, so their accuracies agree in distribution, not bag for bag. Reported:
@@ -46,7 +46,7 @@ LAM, LR, WEIGHT_DECAY = 0.1, 1e-4, 5e-4  # the classic_mil preset
 
 
 def config(args):
-    from lossattn.train.config import load_preset
+    from lossattn.protocols import load_preset
 
     cfg = load_preset("classic_mil")
     cfg.data.name = "musk2"
@@ -64,9 +64,8 @@ def _warm_up(cfg, spec, split, fresh_model) -> None:
     selection) is charged to none of the timed phases."""
     import copy
 
-    from lossattn.train import Trainer, evaluate
-    from lossattn.train.config import config_to_dict
-    from lossattn.train.vectorized import run_group
+    from lossattn.engine import Trainer, evaluate
+    from lossattn.protocols import config_to_dict, run_group
 
     tr, _, te = split
     cpu = torch.device("cpu")
@@ -83,11 +82,9 @@ def _warm_up(cfg, spec, split, fresh_model) -> None:
 
 def bench(args) -> dict | None:
     from lossattn.datasets import DataNotFoundError
-    from lossattn.registry import create_model
-    from lossattn.train import Trainer, evaluate
-    from lossattn.train.config import config_to_dict
-    from lossattn.train.protocols import plan_runs, prepare_split, run_seed
-    from lossattn.train.vectorized import run_group
+    from lossattn.engine import Trainer, evaluate
+    from lossattn.models import create_model
+    from lossattn.protocols import config_to_dict, plan_runs, prepare_split, run_group, run_seed
 
     torch.set_num_threads(1)
     device = torch.device("cpu")

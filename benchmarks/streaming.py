@@ -107,7 +107,7 @@ def child_train(n_bags: int, rows: int, dim: int) -> dict:
     import torch
 
     from lossattn.datasets import BagDataset
-    from lossattn.train import TrainConfig, Trainer
+    from lossattn.engine import TrainConfig, Trainer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rng = np.random.default_rng(1)

@@ -4,7 +4,7 @@ The protocol (preset ``classic_mil``): MUSK1, MUSK2, FOX, TIGER, ELEPHANT × 10 
 one bag per optimizer step, MLP fc256-fc128-fc64 (ReLU, dropout 0.5) + the method's pooling head, Adam 1e-4,
 weight decay 5e-4, selection on a validation split. Per dataset this script
 
-* trains all planned runs of ``--method`` with the vectorized engine (:mod:`lossattn.train.vectorized`): the
+* trains all planned runs of ``--method`` with the vectorized engine (:mod:`lossattn.engine.manyruns`): the
   runs are split into ``--jobs`` groups, one worker process each, every group one batched computation;
 * trains the first ``--reference-runs`` planned runs one by one with the per-run :class:`Trainer` (the
   ``engine="trainer"`` path of ``run_experiment``) and extrapolates its time to all runs (stated as such);
@@ -42,7 +42,7 @@ def _group(payload):
     """One vectorized group in a worker process: (records, wall s, cpu s, engine timings)."""
     cfg_dict, method, specs = payload
     torch.set_num_threads(1)
-    from lossattn.train.vectorized import run_group
+    from lossattn.protocols import run_group
 
     t0, c0 = time.perf_counter(), time.process_time()
     records = run_group(cfg_dict, method, specs)
@@ -54,7 +54,7 @@ def _reference(payload):
     cfg_dict, specs, flush = payload
     torch.set_num_threads(1)
     cfg_dict = {**cfg_dict, "train": {**cfg_dict["train"], "flush_denormal": flush}}
-    from lossattn.train.protocols import execute_run
+    from lossattn.protocols import execute_run
 
     t0, c0 = time.perf_counter(), time.process_time()
     records = [execute_run(cfg_dict, s) for s in specs]
@@ -69,9 +69,8 @@ def _authors_loop(payload):
     torch.set_num_threads(1)
     from reference import ListBags, reference_test, train_reference_mlp
 
-    from lossattn.registry import create_model
-    from lossattn.train.config import ExperimentConfig, config_from_dict
-    from lossattn.train.protocols import prepare_split, run_seed
+    from lossattn.models import create_model
+    from lossattn.protocols import ExperimentConfig, config_from_dict, prepare_split, run_seed
 
     cfg = config_from_dict(ExperimentConfig, cfg_dict)
     method = next(iter(cfg.methods.values()))
@@ -91,7 +90,7 @@ def _authors_loop(payload):
 
 
 def load_config(dataset: str, args):
-    from lossattn.train.config import config_to_dict, load_preset
+    from lossattn.protocols import config_to_dict, load_preset
 
     cfg = load_preset("classic_mil")
     cfg.data.name = dataset
@@ -123,7 +122,7 @@ def _slice_timing(k: int, wall: float, cpu: float, n_runs: int, jobs: int) -> di
 def bench_dataset(dataset: str, args) -> dict:
     from joblib import Parallel, delayed
 
-    from lossattn.train.protocols import plan_runs
+    from lossattn.protocols import plan_runs
 
     cfg, cfg_dict = load_config(dataset, args)
     specs = plan_runs(cfg)

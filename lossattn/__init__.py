@@ -3,10 +3,9 @@
 from lossattn import functional
 from lossattn.ensemble import TemporalEnsemble
 from lossattn.functional import loss_attention, loss_attention_loss, loss_attention_terms
-from lossattn.nn.output import MILOutput
-from lossattn.registry import create_model, list_models, model_info, register_model
+from lossattn.models import MILOutput, create_model, list_models, model_info, model_tags, register_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MILOutput",
@@ -19,5 +18,6 @@ __all__ = [
     "loss_attention_loss",
     "loss_attention_terms",
     "model_info",
+    "model_tags",
     "register_model",
 ]

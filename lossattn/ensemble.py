@@ -1,4 +1,4 @@
-"""Temporal ensembling of instance weights (Laine & Aila 2016), for the consistency cost."""
+"""Temporal ensembling of instance weights (Laine & Aila 2017), for the consistency cost (Shi et al. 2020, Eq. 7)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,15 @@ class TemporalEnsemble:
         self._seen.zero_()
         self._pending.zero_()
 
+    def merge_pending(self, reduce_sum) -> None:
+        """Combine this epoch's records with those of other processes (data-parallel training).
+
+        ``reduce_sum`` sums a tensor over the processes (an all-reduce). Every bag is recorded by exactly one
+        process per epoch, so the sum of the pending records is the record of all bags.
+        """
+        self._pending = reduce_sum(self._pending)
+        self._seen = reduce_sum(self._seen.to(torch.float64)) > 0
+
     @property
     def ready(self) -> bool:
         """True once at least one epoch has been folded in."""
@@ -111,6 +120,13 @@ class TemporalEnsemble:
             "pending": self._pending.clone(),
             "seen": self._seen.clone(),
         }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> TemporalEnsemble:
+        """An ensemble restored from :meth:`state_dict` (its bag sizes come from the state)."""
+        ensemble = cls(state["sizes"].tolist(), float(state["momentum"]))
+        ensemble.load_state_dict(state)
+        return ensemble
 
     def load_state_dict(self, state: dict) -> None:
         if not torch.equal(state["sizes"], self.sizes):

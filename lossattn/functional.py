@@ -240,7 +240,7 @@ def attention_pool(features: Tensor, scores: Tensor, mask: Tensor | None = None)
 def loss_attention(
     features: Tensor, weight: Tensor, bias: Tensor | None = None, mask: Tensor | None = None
 ) -> LossAttentionOutput:
-    """Loss-based attention pooling with the bag classifier's own parameters (SPEC §2).
+    """Loss-based attention pooling with the bag classifier's own parameters (Shi et al. 2020, Sec. 3).
 
     Equations::
 
@@ -283,7 +283,7 @@ def loss_attention(
 
 
 def _reduce_instances(values: Tensor, mask: Tensor, reduction: str) -> Tensor:
-    # (B, N) -> (B,): R_t of SPEC §2, a sum (Eq. 7) or a mean (released code) over real instances
+    # (B, N) -> (B,): a sum over a bag's real instances (the paper's Eq. 7) or a mean (the released code)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return masked_sum(values, mask) if reduction == "sum" else masked_mean(values, mask)

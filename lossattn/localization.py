@@ -1,4 +1,4 @@
-"""Weakly supervised localization AP of SPEC §6 (Table 5), as pure functions.
+"""Weakly supervised localization AP of the paper's Table 5 (Shi et al. 2020), as pure functions.
 
 Geometry (all coordinates are continuous, x to the right, y down, origin at the top-left image corner):
 
@@ -164,7 +164,7 @@ def localization_correct(
         boxes: ``(B, 4)`` ground-truth boxes ``(x0, y0, x1, y1)``.
         image_size: ``(H, W)`` or ``(B, 2)``.
         inclusive: boxes hold inclusive pixel indices (Tiny ImageNet).
-        threshold: required share of the patch (SPEC: ½).
+        threshold: required share of the patch (the paper: ½).
 
     Returns:
         bool ``(B,)``.

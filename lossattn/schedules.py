@@ -1,4 +1,4 @@
-"""Training schedules of SPEC §4 (Laine & Aila 2016 style), as pure functions of the epoch."""
+"""Training schedules of the paper (Shi et al. 2020, supplement; Laine & Aila 2017 style), as pure functions of the epoch."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ through :attr:`classes_`. Example::
     cross_val_score(LossAttentionMILClassifier(epochs=20), bags, y, cv=5)
     GridSearchCV(LossAttentionMILClassifier(epochs=20), {"lam": [0.0, 0.1, 1.0]}, cv=3).fit(bags, y)
 
-Training uses the project's :class:`~lossattn.train.Trainer` (Adam, validation-based epoch selection when
+Training uses the project's :class:`~lossattn.engine.Trainer` (Adam, validation-based epoch selection when
 ``val_fraction > 0``: lowest validation error, then lowest validation loss; else the last epoch). Features
 are standardised with statistics of the training instances (:class:`~lossattn.datasets.Standardizer`).
 A fitted estimator stores its network as a CPU ``state_dict`` (``model_state_``); pickling keeps only that
@@ -36,9 +36,10 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from lossattn import functional as LF
 from lossattn.datasets import BagDataset, Standardizer, train_val_split
-from lossattn.registry import create_model
-from lossattn.train.config import TrainConfig
-from lossattn.train.trainer import Trainer, iterate_batches
+from lossattn.engine.config import TrainConfig
+from lossattn.engine.loop import Trainer
+from lossattn.engine.sources import BagSource
+from lossattn.models.registry import create_model
 
 __all__ = ["MILClassifierBase", "LossAttentionMILClassifier", "AttentionMILClassifier", "check_bags"]
 
@@ -231,9 +232,8 @@ class MILClassifierBase(ClassifierMixin, BaseEstimator):
         probs = np.zeros((n, model.num_classes), dtype=np.float64)
         weights: list[np.ndarray | None] = [None] * n
         inst: list[np.ndarray | None] = [None] * n
-        order = np.argsort(ds.bag_sizes, kind="stable")
         with LF.input_checks(False):
-            for batch in iterate_batches(ds, order, 64):
+            for batch in BagSource(ds).eval_batches(64):
                 batch = batch.to(device)
                 out = model(batch.x, batch.mask)
                 lg = out.bag_logits.double().cpu().numpy()
@@ -242,7 +242,7 @@ class MILClassifierBase(ClassifierMixin, BaseEstimator):
                 ip = out.instance_probabilities() if need_instances else None
                 ip = None if ip is None else ip.double().cpu().numpy()
                 mask = batch.mask.cpu().numpy()
-                for j, idx in enumerate(batch.indices.tolist()):
+                for j, idx in enumerate(batch.index.tolist()):
                     logits[idx], probs[idx] = lg[j], pr[j]
                     if w is not None:
                         weights[idx] = w[j][mask[j]]

@@ -8,9 +8,9 @@ maximum grows), so the bag embedding ``Σ α_t h_t`` and the bag logits are exac
 features and activations is ever in memory. The instance scores ``s_t`` (4 bytes per instance) are kept, so
 the weights ``α_t = exp(s_t − m) / Σ`` come out exactly as in the dense computation.
 
-For loss-based attention (SPEC §2) the score is ``s_t = logsumexp_c z_tc`` of the shared classifier's
+For loss-based attention (Shi et al. 2020, Sec. 3) the score is ``s_t = logsumexp_c z_tc`` of the shared classifier's
 instance logits; for (gated) attention it is the attention network's score. The result is the
-:class:`~lossattn.nn.output.MILOutput` the model would return for ``x[None]`` (batch of one bag).
+:class:`~lossattn.models.output.MILOutput` the model would return for ``x[None]`` (batch of one bag).
 
 Reading a path uses plain file reads into one reusable buffer, so the resident memory stays at about one
 chunk (plus the weights) however large the file; slicing a ``np.memmap`` instead maps the file's pages
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lossattn.nn.models import AttentionMIL, LossAttentionMIL
-from lossattn.nn.output import MILOutput
+from lossattn.models.bag import AttentionMIL, LossAttentionMIL
+from lossattn.models.output import MILOutput
 
 __all__ = ["score_bag", "NpyChunks", "OnlineSoftmaxPool"]
 
@@ -163,7 +163,7 @@ def score_bag(
     Args:
         source: the bag's instances ``(n, *instance_shape)``: a ``.npy`` path (read with plain file reads,
             see :class:`NpyChunks`), an array / ``np.memmap`` / tensor (sliced), or an iterable of chunks.
-        model: a :class:`~lossattn.nn.models.LossAttentionMIL` or :class:`~lossattn.nn.models.AttentionMIL`
+        model: a :class:`~lossattn.models.bag.LossAttentionMIL` or :class:`~lossattn.models.bag.AttentionMIL`
             (evaluated in eval mode; its train/eval state is restored afterwards).
         chunk_size: instances per chunk (for a path or an array).
         transform: applied to every chunk before the model (e.g. the fitted

@@ -32,9 +32,11 @@ import numpy as np
 import torch
 
 import lossattn
-from lossattn.train import images as I
-from lossattn.train import paper
-from lossattn.train.config import load_preset
+from lossattn import datasets as D
+from lossattn.experiments import image_runs as I
+from lossattn.experiments import paper
+from lossattn.experiments.table3 import cifar10_source
+from lossattn.protocols import load_preset
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -48,7 +50,7 @@ def say(*parts) -> None:
 def find_root(arg: str | None) -> str | None:
     here = Path(__file__).resolve().parent.parent
     for cand in (arg, os.environ.get("LOSSATTN_DATA"), here.parent / "shared" / "data", here / "shared" / "data"):
-        if cand and I.cifar10_source(str(cand)) != "missing":
+        if cand and cifar10_source(str(cand)) != "missing":
             return str(cand)
     return None
 
@@ -76,15 +78,15 @@ def load_data(args) -> tuple[dict[str, np.ndarray], str]:
 
     tr_img, tr_lab = load_cifar10("train", root, cache=False)
     te_img, te_lab = load_cifar10("test", root, cache=False)
-    sub = I.class_balanced_subset(tr_lab, args.size, seed=args.seed)
-    test = I.class_balanced_subset(te_lab, args.test_size, seed=12345)
+    sub = D.class_balanced_subset(tr_lab, args.size, seed=args.seed)
+    test = D.class_balanced_subset(te_lab, args.test_size, seed=12345)
     data = {
         "train_x": np.asarray(tr_img[sub]),
         "train_y": np.asarray(tr_lab)[sub],
         "test_x": np.asarray(te_img[test]),
         "test_y": np.asarray(te_lab)[test],
     }
-    return data, f"{I.cifar10_source(root)} from {root}; subset seed {args.seed}"
+    return data, f"{cifar10_source(root)} from {root}; subset seed {args.seed}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_preset("cifar10_images")
     width = args.width or (8 if args.smoke else 64)
     workers = args.workers if args.workers is not None else (4 if device == "cuda" else 0)
-    train_tf = I.image_transforms(True, CIFAR10_MEAN, CIFAR10_STD, 32, 4)
-    eval_tf = I.image_transforms(False, CIFAR10_MEAN, CIFAR10_STD, 32)
-    train_set = I.ImageArrayDataset(data["train_x"], data["train_y"], train_tf)
-    test_set = I.ImageArrayDataset(data["test_x"], data["test_y"], eval_tf)
+    train_tf = D.image_transforms(True, CIFAR10_MEAN, CIFAR10_STD, 32, 4)
+    eval_tf = D.image_transforms(False, CIFAR10_MEAN, CIFAR10_STD, 32)
+    train_set = D.ImageArrayDataset(data["train_x"], data["train_y"], train_tf)
+    test_set = D.ImageArrayDataset(data["test_x"], data["test_y"], eval_tf)
 
     def build(method: str):
         torch.manual_seed(args.seed)

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lossattn import create_model
 from lossattn.datasets import train_val_split
 from lossattn.datasets.multilabel import make_multilabel_digits_bags, make_multilabel_mnist_bags
-from lossattn.multilabel import create_multilabel_model
-from lossattn.train import TrainConfig
-from lossattn.train.multilabel import MultiLabelTrainer
+from lossattn.engine import TrainConfig, Trainer
 
 METHODS = {
     "Loss-Attention (λ=2)": ("loss_attention_multilabel", {"lam": 2.0, "reduction": "mean"}),
@@ -96,10 +95,10 @@ def run_one(args, label, split) -> dict:
     name, kwargs = METHODS[label]
     ext_kw = {"image_size": 28} if extractor == "lenet5" else {"hidden": [128, 64], "dropout": 0.2}
     torch.manual_seed(seed)
-    model = create_multilabel_model(
+    model = create_model(
         name,
         in_features=train.num_features,
-        num_labels=len(args.targets),
+        num_classes=len(args.targets),
         extractor=extractor,
         extractor_kwargs=ext_kw,
         **kwargs,
@@ -112,7 +111,7 @@ def run_one(args, label, split) -> dict:
         device=args.device,
         threads=args.threads,
     )
-    res = MultiLabelTrainer(model, cfg, seed=seed).fit(train, val, test)
+    res = Trainer(model, cfg, seed=seed).fit(train, val, test)
     rec = {"method": label, "model": name, "seconds": res.seconds, "selected_epoch": res.selected_epoch}
     rec.update({k: v for k, v in res.test.scores.items()})
     ap = res.test.instance_ap()

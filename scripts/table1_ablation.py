@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lossattn.train.config import MethodConfig, _split_override, apply_overrides, load_preset
-from lossattn.train.protocols import run_experiment
+from lossattn.protocols import run_experiment
+from lossattn.protocols.config import MethodConfig, apply_overrides, load_preset, parse_override
 
 GROUP_OVERRIDES = {
     "std": {},
@@ -110,7 +110,7 @@ def _settings(name: str, args: argparse.Namespace) -> dict:
         settings["protocol.folds"] = args.folds
     if args.epochs is not None:
         settings["train.epochs"] = args.epochs
-    settings.update(_split_override(item) for item in args.set or [])
+    settings.update(parse_override(item) for item in args.set or [])
     return settings
 
 

@@ -15,13 +15,16 @@ from .errors import DataFormatError, DataNotFoundError, DownloadError
 from .folder import FeatureFolderDataset, load_feature_folder
 from .generators import bags_from_pool_indices, make_bags_from_pool, sample_bag_sizes
 from .idx import read_idx, write_idx
+from .images import ImageArrayDataset, class_balanced_subset, image_transforms, take_images
 from .info import DatasetInfo, FileInfo, dataset_info, list_datasets
 from .mnist import load_mnist, make_mnist_bags
 from .multilabel import (
+    is_multilabel,
     make_multilabel_dataset,
     make_multilabel_digits_bags,
     make_multilabel_mnist_bags,
     multilabel_targets,
+    num_labels_of,
 )
 from .samplers import BucketBatchSampler
 from .sources import cache_dir, data_root, download_url, fetch, is_present
@@ -47,14 +50,18 @@ __all__ = [
     "DownloadError",
     "FeatureFolderDataset",
     "FileInfo",
+    "ImageArrayDataset",
     "Standardizer",
     "bags_from_pool_indices",
     "cache_dir",
+    "class_balanced_subset",
     "collate_bags",
     "data_root",
     "dataset_info",
     "download_url",
     "fetch",
+    "image_transforms",
+    "is_multilabel",
     "is_present",
     "list_datasets",
     "load",
@@ -71,6 +78,7 @@ __all__ = [
     "make_multilabel_digits_bags",
     "make_multilabel_mnist_bags",
     "multilabel_targets",
+    "num_labels_of",
     "read_andrews_mat",
     "read_idx",
     "read_mil_csv",
@@ -78,6 +86,7 @@ __all__ = [
     "repeated_stratified_kfold",
     "sample_bag_sizes",
     "stratified_kfold",
+    "take_images",
     "train_val_split",
     "write_idx",
 ]

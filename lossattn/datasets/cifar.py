@@ -1,4 +1,4 @@
-"""CIFAR-10 images (python pickle batches or JPEG zip) and the CIFAR10-bags generator (SPEC section 6).
+"""CIFAR-10 images (python pickle batches or JPEG zip) and the CIFAR10-bags generator (Shi et al. 2020, Sec. 5, Table 3).
 
 Accepted layouts, in order of preference:
 
@@ -247,8 +247,8 @@ def make_cifar10_bags(
         split: ``"train"`` (bags from the training images) or ``"test"`` (from the test images).
         num_bags: Number of bags.
         target_classes: Target CIFAR-10 classes (0..9).
-        mean_bag_size: Mean bag size (SPEC: 10 or 50).
-        std_bag_size: Standard deviation of the bag size (SPEC: 2 or 10).
+        mean_bag_size: Mean bag size (the paper: 10 or 50).
+        std_bag_size: Standard deviation of the bag size (the paper: 2 or 10).
         seed: Seed of the private generator.
         root: Data root.
         balance: Draw bag labels uniformly.

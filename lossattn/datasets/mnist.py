@@ -1,4 +1,4 @@
-"""MNIST images (standard IDX files) and the MNIST-bags generator (Ilse et al. 2018; SPEC section 6)."""
+"""MNIST images (standard IDX files) and the MNIST-bags generator (Ilse et al. 2018; Shi et al. 2020, Sec. 5)."""
 
 from __future__ import annotations
 

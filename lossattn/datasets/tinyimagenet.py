@@ -1,4 +1,4 @@
-"""Tiny ImageNet (200 classes, 64×64 RGB) in its standard layout, with the bounding boxes (SPEC §6, Table 5).
+"""Tiny ImageNet (200 classes, 64×64 RGB) in its standard layout, with the bounding boxes (Shi et al. 2020, Table 5).
 
 Layout of the official ``tiny-imagenet-200.zip`` once extracted::
 

@@ -56,6 +56,14 @@ class LabelwiseTemporalEnsemble:
     def state_dict(self) -> dict:
         return {"labels": [e.state_dict() for e in self.labels]}
 
+    @classmethod
+    def from_state_dict(cls, state: dict) -> LabelwiseTemporalEnsemble:
+        """An ensemble restored from :meth:`state_dict` (bag sizes and momentum come from the state)."""
+        first = state["labels"][0]
+        ensemble = cls(first["sizes"].tolist(), len(state["labels"]), float(first["momentum"]))
+        ensemble.load_state_dict(state)
+        return ensemble
+
     def load_state_dict(self, state: dict) -> None:
         if len(state["labels"]) != len(self.labels):
             raise ValueError(f"state holds {len(state['labels'])} labels, this ensemble {len(self.labels)}")

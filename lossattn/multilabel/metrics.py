@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from lossattn.train import metrics as M
+from lossattn import metrics as M
 
 __all__ = [
     "multilabel_scores",
@@ -129,12 +129,12 @@ def instance_retrieval_per_label(
         num_labels: K.
         thresholds: the τ values.
         bag_targets: ``(B, K)`` multi-hot bag labels (needed for ``bags="positive"``).
-        bags: ``"all"`` pools every bag (as SPEC §6 does for single-label retrieval); ``"positive"`` only the
+        bags: ``"all"`` pools every bag (as the paper's Figure 2 does for single-label retrieval); ``"positive"`` only the
             bags that carry label ``c``.
 
     Returns:
         ``{c: {τ: {"precision", "recall", "f1", "retrieved", "relevant"}}}`` (see
-        :func:`lossattn.train.metrics.instance_retrieval`).
+        :func:`lossattn.metrics.instance_retrieval`).
     """
     return {
         c: M.instance_retrieval(ws, ys, thresholds) if ws else {}

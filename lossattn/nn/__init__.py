@@ -1,44 +1,7 @@
-"""Neural network modules: extractors, poolings, MIL models (all registered models are imported here)."""
+"""Deprecated alias of :mod:`lossattn.models` (lossattn 0.1's name for the modules); kept for this release.
 
-from lossattn.nn.extractors import (
-    CifarBagsCNN,
-    IdentityExtractor,
-    LeNet5,
-    MLPExtractor,
-    build_extractor,
-    create_extractor,
-    list_extractors,
-)
-from lossattn.nn.minet import MINetDS, MINetRC
-from lossattn.nn.models import AttentionMIL, EmbeddingPoolMIL, InstancePoolMIL, LossAttentionMIL, MILModel, bag_loss
-from lossattn.nn.output import MILOutput
-from lossattn.nn.pooling import AttentionPool, LossAttentionPool, MaxPool, MeanPool, create_pool
-from lossattn.nn.resnet_mil import ImageMILOutput, ResNet18Features, ResNetMIL, is_image_model
+``from lossattn.nn import LossAttentionMIL`` keeps working; new code imports from ``lossattn.models``.
+"""
 
-__all__ = [
-    "ImageMILOutput",
-    "ResNet18Features",
-    "ResNetMIL",
-    "is_image_model",
-    "AttentionMIL",
-    "AttentionPool",
-    "CifarBagsCNN",
-    "EmbeddingPoolMIL",
-    "IdentityExtractor",
-    "InstancePoolMIL",
-    "LeNet5",
-    "LossAttentionMIL",
-    "LossAttentionPool",
-    "MILModel",
-    "MILOutput",
-    "MINetDS",
-    "MINetRC",
-    "MLPExtractor",
-    "MaxPool",
-    "MeanPool",
-    "bag_loss",
-    "build_extractor",
-    "create_extractor",
-    "create_pool",
-    "list_extractors",
-]
+from lossattn.models import *  # noqa: F403  (the alias re-exports the whole public API)
+from lossattn.models import __all__  # noqa: F401

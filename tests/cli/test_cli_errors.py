@@ -63,7 +63,7 @@ def test_debug_shows_the_traceback(capsys):
 def test_reproduce_image_tables_call_the_module(capsys, monkeypatch, tmp_path):
     import importlib
 
-    images = importlib.import_module("lossattn.train.images")
+    images = importlib.import_module("lossattn.experiments.image_tables")
     calls = []
 
     def fake(out_dir, *, quick=False, jobs=1, **kwargs):

@@ -1,0 +1,76 @@
+"""Resolve a :class:`DataConfig` into bag datasets: benchmarks, generators or the user's own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossattn import datasets as D
+from lossattn.datasets.catalog import BENCHMARKS
+from lossattn.protocols.config import DataConfig
+
+__all__ = ["GENERATORS", "is_generator", "load_dataset", "make_generated", "dataset_names", "split_indices"]
+
+# generator name -> (function name in lossattn.datasets, default kwargs)
+GENERATORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mnist-bags": ("make_mnist_bags", {"target_digits": (9,)}),
+    "mnist-bags-multi": ("make_mnist_bags", {"target_digits": (3, 5, 9)}),
+    "cifar10-bags": ("make_cifar10_bags", {"target_classes": (3, 5, 9)}),
+    "digits-bags": ("make_digits_bags", {"target_digits": (9,)}),
+    "digits-bags-multi": ("make_digits_bags", {"target_digits": (3, 5, 9)}),
+}
+
+
+def dataset_names() -> list[str]:
+    """Every name a :class:`DataConfig` accepts besides a path."""
+    return [*BENCHMARKS, *GENERATORS]
+
+
+def is_generator(name: str) -> bool:
+    return name in GENERATORS
+
+
+def make_generated(cfg: DataConfig, split: str, seed: int) -> D.BagDataset:
+    """Generate the ``split`` ("train"/"test") bags of a generator dataset with ``seed``."""
+    func_name, defaults = GENERATORS[cfg.name]
+    kwargs = {**defaults, **cfg.kwargs}
+    if split == "test":
+        kwargs.update(cfg.test_kwargs)
+    if func_name != "make_digits_bags" and cfg.root is not None:
+        kwargs["root"] = cfg.root
+    for key in ("target_digits", "target_classes"):
+        if key in kwargs and isinstance(kwargs[key], list):
+            kwargs[key] = tuple(kwargs[key])
+    return getattr(D, func_name)(split=split, seed=seed, **kwargs)
+
+
+def load_dataset(cfg: DataConfig) -> D.BagDataset:
+    """Load a non-generated dataset: a benchmark name, a feature folder or a table file."""
+    if cfg.name in BENCHMARKS:
+        return D.load(cfg.name, root=cfg.root)
+    if cfg.name in GENERATORS:
+        raise ValueError(f"{cfg.name!r} is a generator; use make_generated(cfg, split, seed)")
+    path = Path(cfg.name).expanduser()
+    if path.is_dir():
+        return D.load_feature_folder(path, **cfg.kwargs)
+    if path.is_file():
+        return D.load_table(path, **cfg.kwargs)
+    raise ValueError(
+        f"unknown dataset {cfg.name!r}: not a benchmark ({', '.join(BENCHMARKS)}), not a generator "
+        f"({', '.join(GENERATORS)}) and no file or folder of that name exists"
+    )
+
+
+def split_indices(dataset: D.BagDataset, split: str) -> np.ndarray:
+    """Indices of the bags whose manifest/table ``split`` column equals ``split`` (user data)."""
+    splits = getattr(dataset, "splits", None)
+    if splits is None:
+        raise ValueError(
+            f"dataset {getattr(dataset, 'name', '?')!r} has no train/test split column; use protocol.kind=cv"
+        )
+    idx = np.flatnonzero(np.asarray(splits) == split)
+    if idx.size == 0:
+        raise ValueError(f"dataset {getattr(dataset, 'name', '?')!r} has no bags with split == {split!r}")
+    return idx
