@@ -1,4 +1,7 @@
-"""Patch values as a GeoJSON FeatureCollection that QuPath imports (File › Import objects, or drag and drop).
+"""Patch values as a GeoJSON FeatureCollection that QuPath imports.
+
+In QuPath: drag the ``.geojson`` file onto the viewer, use File › Object data › Import objects, or the script
+command ``importObjectsFromFile(path)``.
 
 The format follows QuPath's own GeoJSON reader and writer (v0.4 and later):
 

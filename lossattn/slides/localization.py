@@ -45,7 +45,7 @@ Scores:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -180,7 +180,7 @@ class PatchAP:
 
     pooled: float
     slide_mean: float
-    per_slide: np.ndarray
+    per_slide: np.ndarray = field(repr=False)
     prevalence: float
     num_positive_slides: int
 
@@ -281,9 +281,9 @@ class FROCResult:
         num_slides: Slides (the false-positive denominator).
     """
 
-    thresholds: np.ndarray
-    sensitivity: np.ndarray
-    fp_per_slide: np.ndarray
+    thresholds: np.ndarray = field(repr=False)
+    sensitivity: np.ndarray = field(repr=False)
+    fp_per_slide: np.ndarray = field(repr=False)
     fp_rates: tuple[float, ...]
     sensitivity_at: np.ndarray
     score: float

@@ -100,6 +100,7 @@ _SLIDE_SHIFT = 0.5
 _MAX_OFFSET = 64  # grid cells: the tissue's top-left patch is placed at a random offset in [0, 64) per axis
 _ELONGATIONS = ((1, 1), (2, 1), (1, 2), (3, 1), (1, 3))
 _FORMAT = "lossattn-synthetic-slides"
+_ROW_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -419,7 +420,8 @@ def _features(
     shift = (_SLIDE_SHIFT * rng.standard_normal(r)).astype(np.float32)
     coef = rng.standard_normal((n, r), dtype=np.float32) * st.spectrum  # (N, r)
     coef += st.centres[tissue_type] + shift
-    x += coef @ st.basis.T  # (N, r) @ (r, D)
+    for start in range(0, n, _ROW_BLOCK):  # in row blocks: no second (N, D) temporary
+        x[start : start + _ROW_BLOCK] += coef[start : start + _ROW_BLOCK] @ st.basis.T  # (b, r) @ (r, D)
     for k in np.unique(inst[inst > 0]):
         x[inst == k] += (signal * st.directions[k - 1]).astype(np.float32)
     return x
