@@ -194,5 +194,6 @@ def resolve_columns(
                 claim(pos, "feature")
                 features.append(pos)
         if not features:
-            raise DataFormatError(f"{where}: no feature columns (the table has {width} columns: {header or width})")
+            shown = f": {header}" if header is not None else ""
+            raise DataFormatError(f"{where}: no feature columns left (the table has {width} columns{shown})")
     return ColumnRoles(positions=positions, features=features, header=header, width=width)

@@ -138,7 +138,7 @@ def encode_labels(
         try:
             norm.append(normalize_label(v))
         except ValueError as e:
-            raise ValueError(f"{where}: bag '{bag_names[i]}' has {e}") from None
+            raise ValueError(f"{where}: bag '{bag_names[i]}': {e}") from None
     given_values = None if label_values is None else [normalize_label(v) for v in label_values]
     if given_values is not None and any(v is None for v in given_values):
         raise ValueError(f"{where}: label_values {list(label_values)!r} contains a missing value")

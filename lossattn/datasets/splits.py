@@ -277,7 +277,7 @@ def _grouped_train_val_split(
     if n_groups < 2:
         raise ValueError(
             f"a grouped train/validation split needs bags of at least 2 groups; the {pool.size} bags to split all "
-            f"belong to group {group_ids[0]!r}"
+            f"belong to group {str(group_ids[0])!r}"
             if n_groups
             else "no bags to split"
         )

@@ -132,7 +132,7 @@ def bags_from_columns(
             offsets,
             keys,
             what=what,
-            shown=list(uniq),
+            shown=uniq.tolist(),
             path=path,
             column=repr(what),
         )
@@ -395,7 +395,7 @@ def load_table(
             offsets,
             keys,
             what=role,
-            shown=list(uniq),
+            shown=uniq.tolist(),
             path=path,
             column=cols.label_of(c),
         )
