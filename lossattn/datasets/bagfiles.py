@@ -7,9 +7,11 @@ A file holds one bag's instance features ``(n_i, D)`` (or ``(n_i, *shape)``):
   optionally ``instance_labels`` ``(n_i,)`` and ``coords`` ``(n_i, 2)`` (the top-left pixel of each patch at
   level 0, as CLAM and TRIDENT write it); a ``.pt`` may also hold the bare tensor.
 
-Features are returned as float32 with at most one conversion: float32 data is read straight into its final
-array (``.h5`` through ``read_direct``, ``.npy``/``.npz``/``.pt`` without a copy), float16/float64/integer data is
-converted once. Headers (shapes, which entries exist) are read without the data.
+Features are returned as float32 with at most one conversion: float32 ``.npy`` and ``.pt`` files are memory-mapped
+(copy-on-write: the tensor is writable and writing never touches the file; pages are read when used, so a bag
+is copied once, by its consumer, instead of twice), ``.h5`` data is read straight into its final array
+(``read_direct``), ``.npz`` without a copy, and float16/float64/integer data is converted once. Headers
+(shapes, which entries exist) are read without the data.
 """
 
 from __future__ import annotations
@@ -217,10 +219,14 @@ def read_bag_features(
         h5py = h5py_module(path)
     with _reading(path):
         if ext == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            try:
+                arr = np.load(path, mmap_mode="c", allow_pickle=False)
+            except ValueError:  # an empty array cannot be mapped
+                arr = np.load(path, allow_pickle=False)
             return torch.from_numpy(_as_float32(arr)), None
         if ext == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
+            # opened here so the file is closed even when numpy fails on a damaged archive
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 key = _pick_key(list(npz.files), feature_key, ignore, path)
                 inst = np.asarray(npz[instance_label_key]) if instance_label_key in npz.files else None
                 return torch.from_numpy(_as_float32(npz[key])), inst
@@ -236,7 +242,7 @@ def read_bag_features(
                 inst = np.asarray(f[instance_label_key]) if instance_label_key in f else None
                 return torch.from_numpy(out), inst
         if ext == ".pt":
-            obj = _load_pt(path, mmap=False)
+            obj = _load_pt(path, mmap=True)
             x = _pt_features(obj, feature_key, ignore, path).detach().cpu().to(torch.float32)
             inst = obj.get(instance_label_key) if isinstance(obj, dict) else None
             return x, None if inst is None else np.asarray(torch.as_tensor(inst))
@@ -267,7 +273,7 @@ def read_coords(path: str | Path, coords_key: str = "coords") -> np.ndarray | No
         if ext == ".npy":
             return None
         if ext == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 arr = npz[coords_key] if coords_key in npz.files else None
         elif ext in _H5:
             with h5py.File(path, "r") as f:

@@ -126,6 +126,7 @@ def test_unlabeled_bag_dataset() -> None:
     batch = next(iter(DataLoader(ds, batch_sampler=BucketBatchSampler(ds, 3, seed=0), collate_fn=collate_bags)))
     assert batch.labels.tolist() == [-1, -1, -1]
     assert BagDataset([np.zeros((1, 2))], [-1]).has_labels is False  # all -1 is the same as None
+    assert ds.coords(0) is None and not ds.has_coords  # in-memory bags have no coordinates
     hinted = _unlabeled(num_classes=3)
     assert hinted.num_classes == 3 and hinted.label_values == [0, 1, 2] and hinted.subset([0]).num_classes == 3
 

@@ -207,6 +207,8 @@ def test_unlabeled_manifest_and_mixed_labels(tmp_path: Path) -> None:
     ds = load_feature_folder(root, "nolabel.csv")
     assert not ds.has_labels and ds.labels.tolist() == [-1, -1] and ds.groups == ["p1", "p2"]
     assert "unlabeled" in repr(ds) and ds.subset([1]).names == ["s3"]
+    ignored = load_feature_folder(root, label_column=None)  # a label column that is there, ignored on request
+    assert not ignored.has_labels and len(ignored) == 4
     with pytest.raises(ValueError, match="is unlabeled"):
         _ = ds.num_classes
     (root / "mixed.csv").write_text("slide_id,label\ns1,tumor\ns3,\n")
