@@ -191,6 +191,7 @@ class _Table:
         rows, lines = read_csv_with_lines(path, delimiter=delimiter)
         self.width = len(rows[0])
         self.header_detected = header is None
+        explicit_positions = [p % self.width for p in explicit_positions if -self.width <= p < self.width]
         if header is None:
             # A first row of numbers only is data (the mil layout); anything else is a header. Columns given by
             # position for ids (bag, split, group) may hold text in a data row, so they do not decide.

@@ -65,6 +65,7 @@ def test_headerless_text_bag_ids_given_by_position(tmp_path: Path) -> None:
     p = _write(tmp_path / "t.csv", ["1,bag_a,0.5", "0,bag_b,1.0"])
     ds = load_table(p, bag_column=1, label_column=0)  # the id column does not decide the header question
     assert ds.names == ["bag_a", "bag_b"] and ds.labels.tolist() == [1, 0]
+    assert load_table(p, bag_column=-2, label_column=0).names == ["bag_a", "bag_b"]  # negative positions too
     with pytest.raises(DataFormatError, match="pass header=False"):
         load_table(p)  # 'bag_a' makes the first row look like a header: the error says how to fix it
 
