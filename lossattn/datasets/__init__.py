@@ -1,22 +1,28 @@
 """Data layer of lossattn: bag datasets, benchmark loaders, bag generators, user formats, batching.
 
-Conventions (see ``docs/architecture.md``): bag labels are integers ``0 .. K-1`` (0 = negative), instance labels
-are integers with ``-1`` = unknown; a batch is ``x (B, N, *instance_shape)`` plus ``mask (B, N)`` (True = real).
+Conventions (see ``docs/architecture.md``): bag labels are integers ``0 .. K-1`` (0 = negative), or ``-1`` for
+every bag of an unlabeled dataset (``has_labels`` is False); the user's own label values are mapped to
+``0 .. K-1`` by :func:`encode_labels` and kept in ``label_values``. Instance labels are integers with ``-1`` =
+unknown; a batch is ``x (B, N, *instance_shape)`` plus ``mask (B, N)`` (True = real).
 Feature standardisation is a pipeline step (:class:`Standardizer`, fitted on training bags only), never done
 by a loader.
 """
 
+from .bagfiles import BagFileHeader, read_bag_features, read_bag_header, read_coords
 from .bags import Bag, BagDataset, BaseBagDataset
 from .benchmarks import load, read_andrews_mat, read_mil_csv, read_uci_clean
+from .catalog import ALIASES, dataset_names, resolve_dataset_name
 from .cifar import CIFAR10_CLASSES, load_cifar10, make_cifar10_bags
 from .collate import BagBatch, collate_bags
+from .columns import AUTO
 from .digits import load_digits_split, make_digits_bags
-from .errors import DataFormatError, DataNotFoundError, DownloadError
+from .errors import DataFormatError, DataNotFoundError, DownloadError, MissingDependencyError, UnknownDatasetError
 from .folder import FeatureFolderDataset, load_feature_folder
 from .generators import bags_from_pool_indices, make_bags_from_pool, sample_bag_sizes
 from .idx import read_idx, write_idx
 from .images import ImageArrayDataset, class_balanced_subset, image_transforms, take_images
 from .info import DatasetInfo, FileInfo, dataset_info, list_datasets
+from .labels import LabelEncoding, check_trainable, encode_labels, normalize_label
 from .mnist import load_mnist, make_mnist_bags
 from .multilabel import (
     is_multilabel,
@@ -28,12 +34,34 @@ from .multilabel import (
 )
 from .samplers import BucketBatchSampler
 from .sources import cache_dir, data_root, download_url, fetch, is_present
-from .splits import repeated_stratified_kfold, stratified_kfold, train_val_split
+from .splits import (
+    repeated_stratified_kfold,
+    split_indices,
+    stratified_group_kfold,
+    stratified_kfold,
+    train_val_split,
+)
 from .table import load_table
 from .tinyimagenet import TinyImageNetSplit, find_tinyimagenet, load_tinyimagenet, make_synthetic_tinyimagenet
 from .transforms import Standardizer
 
 __all__ = [
+    "ALIASES",
+    "AUTO",
+    "BagFileHeader",
+    "LabelEncoding",
+    "MissingDependencyError",
+    "UnknownDatasetError",
+    "check_trainable",
+    "dataset_names",
+    "encode_labels",
+    "normalize_label",
+    "read_bag_features",
+    "read_bag_header",
+    "read_coords",
+    "resolve_dataset_name",
+    "split_indices",
+    "stratified_group_kfold",
     "TinyImageNetSplit",
     "find_tinyimagenet",
     "load_tinyimagenet",

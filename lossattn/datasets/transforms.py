@@ -16,14 +16,17 @@ class Standardizer:
     """Per-feature standardisation ``(x - mean) / std`` over the instances of the training bags.
 
     Statistics are computed in float64 over every instance of the dataset given to :meth:`fit` (pass the
-    training bags only; never the test fold). The standard deviation is the population one (``ddof=0``);
-    features that are constant on the training bags get ``std = 1`` (they are only centred).
+    training bags only; never the test fold), in one streaming pass: one bag is in memory at a time, and its
+    float64 temporaries are bounded by ``row_block`` rows. The standard deviation is the population one
+    (``ddof=0``); features that are constant on the training bags get ``std = 1`` (they are only centred).
 
     :meth:`transform` returns a dataset sharing the original storage (no feature copy); it works for
     in-memory and lazy datasets alike. For images the statistics are per pixel position and channel.
 
     Args:
         eps: A feature counts as constant when ``std <= eps * max(1, |mean|)``.
+        row_block: Most rows of a bag converted to float64 at once in :meth:`fit` (bounds the temporaries of a
+            huge bag, e.g. a 100,000-patch slide, to ``row_block * D * 16`` bytes).
 
     Example:
         >>> train, test = ds.subset(tr_idx), ds.subset(te_idx)  # doctest: +SKIP
@@ -31,8 +34,11 @@ class Standardizer:
         >>> train, test = std.transform(train), std.transform(test)  # doctest: +SKIP
     """
 
-    def __init__(self, eps: float = 1e-8) -> None:
+    def __init__(self, eps: float = 1e-8, row_block: int = 8192) -> None:
         self.eps = float(eps)
+        if int(row_block) < 1:
+            raise ValueError(f"row_block must be >= 1, got {row_block}")
+        self.row_block = int(row_block)
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
         self.num_instances: int = 0
@@ -44,7 +50,13 @@ class Standardizer:
         return self.mean is not None
 
     def fit(self, dataset: BaseBagDataset) -> Standardizer:
-        """Computes per-feature mean and std over all instances of ``dataset``.
+        """Computes per-feature mean and std over all instances of ``dataset``, one bag at a time.
+
+        Each block of at most ``row_block`` rows of a bag gets its float64 mean and sum of squared deviations
+        ``M2``; blocks are merged with the parallel-variance update of Chan, Golub & LeVeque (1979):
+        ``delta = mean_b - mean``, ``mean += delta * n_b / n``, ``M2 += M2_b + delta^2 * n_a * n_b / n`` with
+        ``n = n_a + n_b``. Bags are never concatenated, so memory is bounded by the largest bag (float32, as
+        the dataset returns it) plus the block temporaries, whatever the number of bags.
 
         Args:
             dataset: The training bags.
@@ -55,21 +67,26 @@ class Standardizer:
         count = 0
         mean: np.ndarray | None = None
         m2: np.ndarray | None = None
-        for chunk in dataset.iter_instance_chunks():
-            c = chunk.double().numpy()
-            n_b = c.shape[0]
-            if n_b == 0:
-                continue
-            mean_b = c.mean(axis=0)
-            m2_b = ((c - mean_b) ** 2).sum(axis=0)
-            if mean is None:
-                mean, m2, count = mean_b, m2_b, n_b
-                continue
-            total = count + n_b
-            delta = mean_b - mean
-            mean = mean + delta * (n_b / total)
-            m2 = m2 + m2_b + delta**2 * (count * n_b / total)
-            count = total
+        for i in range(len(dataset)):
+            x, _ = dataset._load(i)
+            flat = x.reshape(x.shape[0], -1)  # (n_i, D)
+            for start in range(0, flat.shape[0], self.row_block):
+                block = np.asarray(flat[start : start + self.row_block], dtype=np.float64)  # (m, D)
+                n_b = block.shape[0]
+                mean_b = block.mean(axis=0)
+                block -= mean_b
+                np.square(block, out=block)
+                m2_b = block.sum(axis=0)
+                del block
+                if mean is None or m2 is None:
+                    mean, m2, count = mean_b, m2_b, n_b
+                    continue
+                total = count + n_b
+                delta = mean_b - mean
+                mean = mean + delta * (n_b / total)
+                m2 = m2 + m2_b + delta**2 * (count * n_b / total)
+                count = total
+            del x, flat
         if mean is None or m2 is None:
             raise ValueError(f"cannot fit a Standardizer on dataset '{dataset.name}': it has no instances")
         std = np.sqrt(m2 / count)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
 
-from lossattn.datasets import BagDataset, Standardizer, make_digits_bags, stratified_kfold
+from lossattn.datasets import BagDataset, BaseBagDataset, Standardizer, make_digits_bags, stratified_kfold
 
 
 def _dataset() -> BagDataset:
@@ -92,3 +94,84 @@ def test_standardizer_on_generated_images_per_kfold() -> None:
     assert torch.allclose(x.mean(0), torch.zeros(64), atol=1e-4)
     assert torch.allclose(x.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
     assert std.transform(ds.subset(te))[0].x.shape == (ds.bag_sizes[te[0]], 1, 8, 8)
+
+
+class _ArrayBags(BaseBagDataset):
+    """Bags kept as numpy arrays; each read returns a fresh copy (as a file read would), so the copy is a numpy
+    allocation that tracemalloc sees."""
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = arrays
+        self.name = "arrays"
+        self.class_names = None
+        self.meta = {}
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.zeros(len(self.arrays), dtype=np.int64)
+
+    @property
+    def names(self) -> list[str]:
+        return [str(i) for i in range(len(self.arrays))]
+
+    @property
+    def bag_sizes(self) -> np.ndarray:
+        return np.array([a.shape[0] for a in self.arrays], dtype=np.int64)
+
+    @property
+    def instance_shape(self) -> tuple[int, ...]:
+        return tuple(self.arrays[0].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return 2
+
+    @property
+    def has_instance_labels(self) -> bool:
+        return False
+
+    def _load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.arrays[i].copy()
+        return torch.from_numpy(x), torch.full((x.shape[0],), -1, dtype=torch.long)
+
+
+def test_streaming_fit_matches_numpy_on_offset_data() -> None:
+    rng = np.random.default_rng(3)
+    arrays = [
+        (1e4 + rng.normal(scale=[1e-2, 1.0, 50.0], size=(int(rng.integers(1, 40)), 3))).astype(np.float32)
+        for _ in range(60)
+    ]
+    x = np.concatenate(arrays).astype(np.float64)
+    for row_block in (8192, 7, 1):  # one block per bag, several, one row at a time
+        std = Standardizer(row_block=row_block).fit(_ArrayBags(arrays))
+        np.testing.assert_allclose(std.mean.numpy(), x.mean(0), rtol=1e-7)
+        np.testing.assert_allclose(std.std.numpy(), x.std(0), rtol=1e-6)
+        assert std.num_instances == x.shape[0]
+    with pytest.raises(ValueError, match="row_block must be >= 1"):
+        Standardizer(row_block=0)
+
+
+def _peak_fit_bytes(arrays: list[np.ndarray], row_block: int = 8192) -> int:
+    ds = _ArrayBags(arrays)
+    tracemalloc.start()
+    try:
+        Standardizer(row_block=row_block).fit(ds)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_fit_memory_is_bounded_by_the_largest_bag_not_the_number_of_bags() -> None:
+    rng = np.random.default_rng(0)
+    bag = rng.normal(size=(500, 64)).astype(np.float32)  # 128 KB per bag
+    few = _peak_fit_bytes([bag] * 5)
+    many = _peak_fit_bytes([bag] * 400)  # 200,000 instances: a concatenating fit would hold 100 MB of float64
+    assert many <= 6 * bag.nbytes, (many, bag.nbytes)
+    assert many <= 1.5 * few + 64 * 1024, (few, many)
+    # one huge bag: the float64 temporaries stay bounded by row_block rows
+    big = rng.normal(size=(20000, 64)).astype(np.float32)
+    peak = _peak_fit_bytes([bag] * 3 + [big], row_block=4096)
+    assert peak <= big.nbytes + 3 * 4096 * 64 * 8, (peak, big.nbytes)
