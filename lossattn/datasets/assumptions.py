@@ -241,6 +241,7 @@ def make_single_concept_bags(
         ValueError: A bad argument (the message names it).
     """
     split_code = _check_split(split)
+    seed = _check_int("seed", seed, 0)
     num_bags = _check_int("num_bags", num_bags, 2)
     dim = _check_int("dim", dim, 1)
     bg = _check_range("background", background, 1)
@@ -332,6 +333,7 @@ def make_multi_concept_bags(
         ValueError: A bad argument (the message names it).
     """
     split_code = _check_split(split)
+    seed = _check_int("seed", seed, 0)
     num_bags = _check_int("num_bags", num_bags, 2)
     dim = _check_int("dim", dim, 1)
     bg = _check_range("background", background, 1)
@@ -426,6 +428,7 @@ def make_false_frequency_bags(
         ValueError: A bad argument (the message names it).
     """
     split_code = _check_split(split)
+    seed = _check_int("seed", seed, 0)
     num_bags = _check_int("num_bags", num_bags, 2)
     dim = _check_int("dim", dim, 1)
     bg = _check_range("background", background, 1)

@@ -149,6 +149,7 @@ def test_seeds_reproduce(name: str) -> None:
     ("make", "kwargs", "word"),
     [
         (make_single_concept_bags, {"split": "val"}, "split"),
+        (make_single_concept_bags, {"seed": -1}, "seed"),
         (make_single_concept_bags, {"num_bags": 1}, "num_bags"),
         (make_single_concept_bags, {"num_bags": 10.5}, "num_bags"),
         (make_single_concept_bags, {"dim": 0}, "dim"),
