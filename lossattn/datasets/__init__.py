@@ -8,6 +8,13 @@ Feature standardisation is a pipeline step (:class:`Standardizer`, fitted on tra
 by a loader.
 """
 
+from .assumptions import (
+    ASSUMPTION_TESTS,
+    AssumptionTest,
+    make_false_frequency_bags,
+    make_multi_concept_bags,
+    make_single_concept_bags,
+)
 from .bagfiles import BagFileHeader, read_bag_features, read_bag_header, read_coords
 from .bags import Bag, BagDataset, BaseBagDataset
 from .benchmarks import load, read_andrews_mat, read_mil_csv, read_uci_clean
@@ -46,6 +53,11 @@ from .tinyimagenet import TinyImageNetSplit, find_tinyimagenet, load_tinyimagene
 from .transforms import Standardizer
 
 __all__ = [
+    "ASSUMPTION_TESTS",
+    "AssumptionTest",
+    "make_false_frequency_bags",
+    "make_multi_concept_bags",
+    "make_single_concept_bags",
     "ALIASES",
     "AUTO",
     "BagFileHeader",
