@@ -129,9 +129,11 @@ def model_variants(
             if entry not in names:
                 raise ValueError(f"models: unknown model {entry!r}; valid models: {', '.join(names)}")
             if not _is_checkable(entry):
+                tags = model_tags(entry)
+                kind = "an image model" if tags["input_kind"] == "image" else "a multi-label model"
                 raise ValueError(
-                    f"models: {entry!r} is a {model_tags(entry)} model; these tests are binary bag problems for "
-                    "single-label models that take instances"
+                    f"models: {entry!r} is {kind} ({tags}); these tests are binary bag problems for single-label "
+                    "models that take instances"
                 )
             kwargs = _USUAL_KWARGS.get(entry, {})
             if entry == "loss_attention":

@@ -81,8 +81,8 @@ def test_verdict_rule() -> None:
 
 def test_model_variants() -> None:
     variants = model_variants()
-    bag_models = [m for m in lossattn.list_models() if not m.startswith("resnet18")]
-    assert not any(v.startswith("resnet18") for v in variants)  # image models skipped
+    bag_models = lossattn.list_models(task="single_label", input_kind="instances")
+    assert not any(v.startswith("resnet18") or v.endswith("multilabel") for v in variants)  # not binary bag models
     assert {f"loss_attention[lam={lam}]" for lam in ("0", "0.1", "1", "10")} <= set(variants)
     assert set(variants) - {v for v in variants if v.startswith("loss_attention[")} == set(bag_models) - {
         "loss_attention"
