@@ -22,16 +22,7 @@ __all__ = ["add_parser", "run_fetch", "run_info", "run_list"]
 
 
 def _spec_name(name: str) -> str:
-    try:
-        return get_spec(name).name
-    except KeyError:
-        pass
-    resolved = resolve_dataset_name(name)
-    base = resolved.removesuffix("-multi")
-    try:
-        return get_spec(base).name
-    except KeyError as exc:
-        raise CLIError(str(exc.args[0]), "`lossattn data list` shows the known datasets") from exc
+    return get_spec(name).name  # UnknownDatasetError lists the valid names
 
 
 def _root_source(data_dir: str | None) -> str:

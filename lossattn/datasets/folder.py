@@ -35,13 +35,13 @@ from .bagfiles import (
     read_coords,
     read_coords_shape,
 )
-from .bags import (
+from .base import (
     BaseBagDataset,
-    _as_index_array,
-    _validate_labels,
+    as_index_array,
     check_label_values,
     per_bag_strings,
     unlabeled_classes_error,
+    validate_labels,
 )
 from .columns import AUTO, Column, resolve_columns
 from .errors import DataFormatError, DataNotFoundError
@@ -143,7 +143,7 @@ class FeatureFolderDataset(BaseBagDataset):
             num_classes = len(label_values) if label_values is not None else None
             if num_classes is None and class_names is not None:
                 num_classes = len(class_names)
-        self._num_classes = _validate_labels(self._labels, num_classes, self._names, self.name)
+        self._num_classes = validate_labels(self._labels, num_classes, self._names, self.name)
         self.class_names = list(class_names) if class_names is not None else None
         if (
             self.class_names is not None
@@ -355,7 +355,7 @@ class FeatureFolderDataset(BaseBagDataset):
 
     def subset(self, indices: Any) -> FeatureFolderDataset:
         """Returns the bags at ``indices`` (still lazy); positions in the subset become the new indices."""
-        idx = _as_index_array(indices, len(self))
+        idx = as_index_array(indices, len(self))
         if idx.size == 0:
             raise ValueError(f"dataset '{self.name}': subset() needs at least one bag index")
         return self._copy(idx)

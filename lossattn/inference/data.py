@@ -9,66 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from lossattn.datasets.catalog import BENCHMARKS
+from lossattn.datasets.catalog import resolve_dataset_name
+from lossattn.datasets.splits import split_indices
 from lossattn.inference.checkpoint import TrainedModel
 from lossattn.protocols.config import DataConfig, ExperimentConfig, config_from_dict
-from lossattn.protocols.data import GENERATORS, is_generator, load_dataset, make_generated, split_indices
+from lossattn.protocols.data import is_generator, load_dataset, make_generated
 from lossattn.protocols.runs import prepare_split
 
 __all__ = [
-    "DATASET_ALIASES",
     "ResolvedData",
     "check_compatible",
     "prepare_data",
     "resolve_data",
     "resolve_dataset_name",
 ]
-
-# user spellings -> the names lossattn.protocols.data accepts
-DATASET_ALIASES = {
-    "mnist": "mnist-bags",
-    "mnist-multi": "mnist-bags-multi",
-    "mnist-bags-multiclass": "mnist-bags-multi",
-    "digits": "digits-bags",
-    "digits-multi": "digits-bags-multi",
-    "digits-bags-multiclass": "digits-bags-multi",
-    "cifar10": "cifar10-bags",
-    "cifar-10": "cifar10-bags",
-    "cifar-10-bags": "cifar10-bags",
-}
-
-
-def resolve_dataset_name(name: str) -> str:
-    """The canonical dataset name for a user's spelling, or the path of an existing file/folder.
-
-    Accepts the benchmark names (``musk1`` ... ``elephant``), the generator names (``mnist-bags``,
-    ``mnist-bags-multi``, ``cifar10-bags``, ``digits-bags``, ``digits-bags-multi``; case and ``_``/``-``
-    do not matter; ``mnist``/``digits``/``cifar10`` are aliases) and paths to the user's own feature
-    folder (with a ``manifest.csv``) or table file.
-
-    Raises:
-        ValueError: Neither a known name nor an existing path.
-    """
-    text = str(name).strip()
-    if not text:
-        raise ValueError("empty dataset name")
-    path = Path(text).expanduser()
-    if path.exists():
-        return str(path.resolve())  # absolute: saved configs and checkpoints work from any folder
-    key = text.lower().replace("_", "-")
-    key = DATASET_ALIASES.get(key, key)
-    if key in BENCHMARKS or key in GENERATORS:
-        return key
-    looks_like_path = any(sep in text for sep in ("/", "\\")) or Path(text).suffix in (".csv", ".gz", ".parquet", ".pq")
-    if looks_like_path:
-        raise ValueError(f"no file or folder {text!r} exists (expected a feature folder or a table file)")
-    raise ValueError(
-        f"unknown dataset {text!r}; valid names: {', '.join([*BENCHMARKS, *GENERATORS])}, "
-        "or the path of your own feature folder / table file"
-    )
 
 
 @dataclass

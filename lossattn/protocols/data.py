@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lossattn import datasets as D
 from lossattn.datasets.catalog import BENCHMARKS
 from lossattn.protocols.config import DataConfig
 
-__all__ = ["GENERATORS", "is_generator", "load_dataset", "make_generated", "dataset_names", "split_indices"]
+__all__ = ["GENERATORS", "is_generator", "load_dataset", "make_generated", "dataset_names"]
 
 # generator name -> (function name in lossattn.datasets, default kwargs)
 GENERATORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -61,16 +59,3 @@ def load_dataset(cfg: DataConfig) -> D.BagDataset:
         f"unknown dataset {cfg.name!r}: not a benchmark ({', '.join(BENCHMARKS)}), not a generator "
         f"({', '.join(GENERATORS)}) and no file or folder of that name exists"
     )
-
-
-def split_indices(dataset: D.BagDataset, split: str) -> np.ndarray:
-    """Indices of the bags whose manifest/table ``split`` column equals ``split`` (user data)."""
-    splits = getattr(dataset, "splits", None)
-    if splits is None:
-        raise ValueError(
-            f"dataset {getattr(dataset, 'name', '?')!r} has no train/test split column; use protocol.kind=cv"
-        )
-    idx = np.flatnonzero(np.asarray(splits) == split)
-    if idx.size == 0:
-        raise ValueError(f"dataset {getattr(dataset, 'name', '?')!r} has no bags with split == {split!r}")
-    return idx

@@ -25,7 +25,7 @@ from lossattn.engine.tasks import task_for
 from lossattn.io import atomic_write_json, atomic_write_text, versions
 from lossattn.models.registry import create_model
 from lossattn.protocols.config import ExperimentConfig, config_from_dict, config_to_dict
-from lossattn.protocols.data import is_generator, load_dataset, make_generated, split_indices
+from lossattn.protocols.data import is_generator, load_dataset, make_generated
 
 __all__ = [
     "PreparedRun",
@@ -102,7 +102,7 @@ def prepare_split(cfg: ExperimentConfig, repeat: int, fold: int | None, return_s
         test = _cached(data_key + f"|test|{repeat}", lambda: make_generated(data_cfg, "test", seed + 500_000))
     else:
         full = _cached(data_key, lambda: load_dataset(data_cfg))
-        train_all, test = full.subset(split_indices(full, "train")), full.subset(split_indices(full, "test"))
+        train_all, test = full.subset(D.split_indices(full, "train")), full.subset(D.split_indices(full, "test"))
     if p.val_fraction > 0:
         tr, va = D.train_val_split(train_all.labels, val_fraction=p.val_fraction, seed=seed)
         train, val = train_all.subset(tr), train_all.subset(va)
@@ -121,19 +121,6 @@ def model_classes(dataset) -> int:
     if D.is_multilabel(dataset):
         return D.num_labels_of(dataset)
     return int(dataset.num_classes)
-
-
-def _check_trainable(train, spec: RunSpec) -> None:
-    # a training set of one class trains a constant classifier and reports its accuracy as if it had learnt
-    if D.is_multilabel(train):
-        return
-    counts = train.class_counts()
-    if int((counts > 0).sum()) < 2:
-        present = ", ".join(f"class {k}: {int(c)} bags" for k, c in enumerate(counts) if c > 0)
-        raise ValueError(
-            f"the training bags of run {spec.method}/{spec.key} hold a single class ({present}); "
-            "a classifier needs at least two classes to learn from"
-        )
 
 
 @dataclass
@@ -171,7 +158,8 @@ def prepare_run(
     method = cfg.methods[spec.method]
     seed = run_seed(cfg, spec.repeat, spec.fold)
     train, val, test, scaler = prepare_split(cfg, spec.repeat, spec.fold, return_scaler=True)
-    _check_trainable(train, spec)
+    if not D.is_multilabel(train):  # one class would train a constant classifier that reports an accuracy
+        D.check_trainable(train, f"training set of run {spec.method}/{spec.key}")
     torch.manual_seed(seed)
     model = create_model(
         method.model, in_features=train.num_features, num_classes=model_classes(train), **method.kwargs

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .grid import as_coords, grid_positions, infer_patch_size
-from .heatmap import _values, scale_values
+from .grid import as_coords, as_patch_values, grid_positions, infer_patch_size
+from .heatmap import scale_values
 
 __all__ = ["to_geojson", "write_geojson", "validate_geojson", "QUPATH_OBJECT_TYPES"]
 
@@ -73,9 +73,9 @@ def _measurements(values: Any, n: int, measurement: str) -> dict[str, np.ndarray
         for k, v in values.items():
             if not isinstance(k, str) or not k:
                 raise ValueError(f"measurement names must be non-empty strings, got {k!r}")
-            out[k] = _values(v, n, name=f"values[{k!r}]")
+            out[k] = as_patch_values(v, n, name=f"values[{k!r}]")
         return out
-    return {measurement: _values(values, n)}
+    return {measurement: as_patch_values(values, n)}
 
 
 def _class_names(names: Any, n: int) -> list[str] | None:

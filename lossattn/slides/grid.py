@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["as_coords", "infer_patch_size", "grid_positions", "connected_components"]
+__all__ = ["as_coords", "as_patch_values", "connected_components", "grid_positions", "infer_patch_size"]
 
 # An inferred grid step finer than 1/_MAX_SUBDIVISION of the smallest spacing means the coordinates are
 # not on a regular grid (e.g. jittered or rescaled coordinates), not that the patches are that small.
@@ -195,3 +195,22 @@ def connected_components(
     remap[np.unique(raw)[order]] = np.arange(1, count + 1)
     labels[m] = remap[raw]
     return labels, int(count)
+
+
+def as_patch_values(values: Any, n: int, name: str = "values") -> np.ndarray:
+    """One finite value per patch: ``values`` as float64 ``(n,)`` (a ``(n, 1)`` or ``(1, n)`` array is raveled).
+
+    Raises:
+        ValueError: another shape, or a non-finite value (named with its patch index).
+    """
+    if hasattr(values, "detach"):  # torch tensor
+        values = values.detach().cpu().numpy()
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 2 and 1 in v.shape:
+        v = v.ravel()
+    if v.ndim != 1 or len(v) != n:
+        raise ValueError(f"{name} must have shape ({n},), one value per patch, got shape {np.shape(values)}")
+    if not np.isfinite(v).all():
+        bad = int(np.argmax(~np.isfinite(v)))
+        raise ValueError(f"{name} has a non-finite value at patch {bad}: {v[bad]}")
+    return v

@@ -57,7 +57,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+
+from lossattn.io import atomic_write
+
+from .tissue import grow_blob, place_lesions
 
 __all__ = ["SlideSetInfo", "SLIDE_PRESETS", "make_synthetic_slides"]
 
@@ -98,7 +101,6 @@ _TISSUE_TYPES = 6
 _TISSUE_SPREAD = 1.5
 _SLIDE_SHIFT = 0.5
 _MAX_OFFSET = 64  # grid cells: the tissue's top-left patch is placed at a random offset in [0, 64) per axis
-_ELONGATIONS = ((1, 1), (2, 1), (1, 2), (3, 1), (1, 3))
 _FORMAT = "lossattn-synthetic-slides"
 _ROW_BLOCK = 4096
 
@@ -280,109 +282,6 @@ def _cohort(p: dict[str, Any], split_fracs: dict[str, float], rng: np.random.Gen
     return slide_case, case_labels, case_split
 
 
-# ------------------------------------------------------------------------------------------------ geometry
-
-_DIRS4 = ((1, 0), (-1, 0), (0, 1), (0, -1))
-
-
-def _grow_blob(n: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n, 2)`` grid cells ``(gx, gy)`` of a random 4-connected blob (Eden growth with elongation)."""
-    wx, wy = _ELONGATIONS[int(rng.integers(len(_ELONGATIONS)))]
-    occupied = {(0, 0)}
-    cells = [(0, 0)]
-    frontier: list[tuple[int, int]] = []
-
-    def push(c: tuple[int, int]) -> None:
-        for dx, dy in _DIRS4:
-            nb = (c[0] + dx, c[1] + dy)
-            if nb not in occupied:
-                # duplicates make growth along one axis more likely: an elongated, tissue-like blob
-                frontier.extend([nb] * (wx if dx else wy))
-
-    push((0, 0))
-    draws = rng.random(4096)
-    k = 0
-    while len(cells) < n:
-        if k == len(draws):
-            draws = rng.random(4096)
-            k = 0
-        j = int(draws[k] * len(frontier))
-        k += 1
-        c = frontier[j]
-        frontier[j] = frontier[-1]
-        frontier.pop()
-        if c in occupied:
-            continue
-        occupied.add(c)
-        cells.append(c)
-        push(c)
-    arr = np.asarray(cells, dtype=np.int64)
-    return arr - arr.min(axis=0)
-
-
-def _grow_region(
-    target: int, seed_cell: tuple[int, int], allowed: np.ndarray, rng: np.random.Generator
-) -> list[tuple[int, int]]:
-    """Eden growth of up to ``target`` cells over 4-neighbours inside ``allowed`` (``(rows=gy, cols=gx)``)."""
-    h, w = allowed.shape
-    taken = {seed_cell}
-    cells = [seed_cell]
-    frontier: list[tuple[int, int]] = []
-
-    def push(c: tuple[int, int]) -> None:
-        for dx, dy in _DIRS4:
-            x, y = c[0] + dx, c[1] + dy
-            if 0 <= x < w and 0 <= y < h and allowed[y, x] and (x, y) not in taken:
-                frontier.append((x, y))
-
-    push(seed_cell)
-    while len(cells) < target and frontier:
-        j = int(rng.integers(len(frontier)))
-        c = frontier[j]
-        frontier[j] = frontier[-1]
-        frontier.pop()
-        if c in taken:
-            continue
-        taken.add(c)
-        cells.append(c)
-        push(c)
-    return cells
-
-
-def _place_lesions(grid: np.ndarray, p: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
-    """``lesion_region (N,)`` (0 = normal, ``r`` = region r) and the sizes reached."""
-    n = len(grid)
-    n_regions = int(rng.integers(1, p["max_regions"] + 1))
-    flo, fhi = p["lesion_fraction"]
-    frac = math.exp(rng.uniform(math.log(flo), math.log(fhi)))
-    total = max(n_regions, int(round(frac * n)))
-    total = min(total, n)
-    n_regions = min(n_regions, total)
-    extra = rng.multinomial(total - n_regions, rng.dirichlet(np.ones(n_regions)))
-    targets = 1 + extra
-    h, w = int(grid[:, 1].max()) + 1, int(grid[:, 0].max()) + 1
-    tissue = np.zeros((h, w), dtype=bool)
-    tissue[grid[:, 1], grid[:, 0]] = True
-    region_map = np.zeros((h, w), dtype=np.int64)
-    blocked = np.zeros((h, w), dtype=bool)  # cells in, or 8-adjacent to, an earlier region
-    sizes: list[int] = []
-    for target in targets:
-        free = tissue & ~blocked
-        candidates = np.flatnonzero(free.ravel())
-        if len(candidates) == 0:
-            break
-        flat = int(candidates[rng.integers(len(candidates))])
-        seed_cell = (flat % w, flat // w)
-        cells = _grow_region(int(target), seed_cell, free, rng)
-        r = len(sizes) + 1
-        xs = np.fromiter((c[0] for c in cells), dtype=np.int64, count=len(cells))
-        ys = np.fromiter((c[1] for c in cells), dtype=np.int64, count=len(cells))
-        region_map[ys, xs] = r
-        blocked |= ndimage.binary_dilation(region_map == r, structure=np.ones((3, 3), dtype=bool))
-        sizes.append(len(cells))
-    return region_map[grid[:, 1], grid[:, 0]], sizes
-
-
 # ------------------------------------------------------------------------------------------------ features
 
 
@@ -428,18 +327,6 @@ def _features(
 
 
 # ------------------------------------------------------------------------------------------------ writing
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _write_h5(path: Path, slide_id: str, label: int, x, coords, inst, region, patch_size: int) -> None:
@@ -570,10 +457,10 @@ def make_synthetic_slides(
         slide_id = f"slide_{i:04d}"
         case = int(slide_case[i])
         label = int(case_labels[case])
-        grid = _grow_blob(int(sizes[i]), rng)
+        grid = grow_blob(int(sizes[i]), rng)
         grid = grid[np.lexsort((grid[:, 0], grid[:, 1]))]  # row-major, as a patcher scans the slide
         if label > 0:
-            region, region_sizes = _place_lesions(grid, p, rng)
+            region, region_sizes = place_lesions(grid, p, rng)
         else:
             region, region_sizes = np.zeros(len(grid), dtype=np.int64), []
         inst = np.where(region > 0, label, 0).astype(np.int64)
@@ -601,7 +488,7 @@ def make_synthetic_slides(
 
     np_buf = io.BytesIO()
     np.save(np_buf, st.directions)
-    _atomic_bytes(root / "signal_directions.npy", np_buf.getvalue())
+    atomic_write(root / "signal_directions.npy", lambda fh: fh.write(np_buf.getvalue()))
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}
     truth = {
         "format": _FORMAT,
@@ -615,13 +502,13 @@ def make_synthetic_slides(
         "signal_directions": "signal_directions.npy",
         "slides": rows,
     }
-    _atomic_bytes(root / "truth.json", (json.dumps(truth, indent=1) + "\n").encode())
+    atomic_write(root / "truth.json", lambda fh: fh.write((json.dumps(truth, indent=1) + "\n").encode()))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["slide_id", "case_id", "label", "split"])
     for r in rows:
         w.writerow([r["slide_id"], r["case_id"], r["label"], r["split"]])
-    _atomic_bytes(root / "manifest.csv", buf.getvalue().encode())
+    atomic_write(root / "manifest.csv", lambda fh: fh.write(buf.getvalue().encode()))
     total_bytes += sum((root / n).stat().st_size for n in ("manifest.csv", "truth.json", "signal_directions.npy"))
 
     return SlideSetInfo(
