@@ -14,9 +14,16 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "file_mode", "versions"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "file_mode", "folder_mode", "versions"]
 
 _UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    with _UMASK_LOCK:  # reading the umask means setting it: keep other threads out meanwhile
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def file_mode() -> int:
@@ -25,10 +32,12 @@ def file_mode() -> int:
     ``tempfile.mkstemp`` creates files readable by their owner only (0600); an atomically written result must
     get the same permissions as any other file the user writes.
     """
-    with _UMASK_LOCK:  # reading the umask means setting it: keep other threads out meanwhile
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """The mode ``mkdir`` would give a new folder: ``0o777`` less the process umask (``mkdtemp`` gives 0700)."""
+    return 0o777 & ~_umask()
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:

@@ -6,7 +6,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_THRESHOLDS", "accuracy", "balanced_accuracy", "instance_retrieval", "roc_auc", "summarize"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "accuracy",
+    "balanced_accuracy",
+    "best_threshold",
+    "instance_retrieval",
+    "roc_auc",
+    "summarize",
+]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 
@@ -32,6 +40,32 @@ def balanced_accuracy(labels: Sequence[int], predictions: Sequence[int]) -> floa
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     accuracy(labels, predictions)  # same shape checks
     return float(np.mean([(predictions[labels == k] == k).mean() for k in np.unique(labels)]))
+
+
+def best_threshold(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """The decision threshold on positive-class scores that maximises balanced accuracy (Youden's J statistic).
+
+    A bag is predicted positive when ``score >= threshold``. Candidates are the midpoints between consecutive
+    distinct scores (and the ends); ties are broken towards 0.5, so a threshold is only moved away from the usual
+    one when that helps. Choose it on validation bags, never on test bags.
+
+    Raises:
+        ValueError: labels that are not binary 0/1, or a class missing (nothing to balance).
+    """
+    y = np.asarray(labels).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape or not np.isin(y, (0, 1)).all():
+        raise ValueError(f"best_threshold needs binary 0/1 labels and one score per bag, got {y.shape} / {s.shape}")
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("best_threshold needs bags of both classes")
+    values = np.unique(s)
+    candidates = np.concatenate([[values[0] - 1e-9], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-9]])
+    tpr = np.array([(s[y == 1] >= t).sum() / n_pos for t in candidates])
+    tnr = np.array([(s[y == 0] < t).sum() / n_neg for t in candidates])
+    score = (tpr + tnr) / 2
+    best = np.flatnonzero(np.isclose(score, score.max(), rtol=0, atol=1e-12))
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
 
 
 def roc_auc(labels: Sequence[int], probabilities: np.ndarray) -> float:

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, FileNotFoundError, DownloadError) as exc:
+    except (CLIError, ValueError, TypeError, OSError, ImportError, FloatingPointError, DownloadError) as exc:
         if debug:
             raise
         message, hint = error_lines(exc)

@@ -10,6 +10,10 @@ from typing import Any
 
 __all__ = [
     "CLIError",
+    "check_output_folder",
+    "finite_float",
+    "nonnegative_float",
+    "positive_int",
     "Formatter",
     "add_common",
     "data_dir",
@@ -50,6 +54,16 @@ _HINTS: list[tuple[tuple[str, ...], str]] = [
         "use bags like the ones the checkpoint was trained on, or train a model on this data first",
     ),
     (("checkpoint",), "give the run folder of a finished `lossattn train` run, or its best.pt"),
+    (
+        ("only one class",),
+        "a classifier learns from bags of at least two classes: check which column holds the label (--label-column) "
+        "and its values (`lossattn data info FILE`)",
+    ),
+    (
+        ("bag(s); stratified", "bag(s); a stratified", "cannot stratify"),
+        "a class is too rare for this split: use fewer folds (--folds), a smaller validation split "
+        "(--set protocol.val_fraction=0.1, or 0 to keep the last epoch), or more data of that class",
+    ),
     (("is not a fixed benchmark", "is a generator"), "generated datasets are made on the fly: just name them"),
 ]
 
@@ -58,6 +72,9 @@ def error_lines(exc: BaseException) -> tuple[str, str]:
     """One error line and one hint line for a user mistake."""
     from lossattn.datasets import DataNotFoundError
 
+    special = _special_errors(exc)
+    if special is not None:
+        return special
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
         text = exc.args[0]
@@ -76,6 +93,83 @@ def error_lines(exc: BaseException) -> tuple[str, str]:
     if len(lines) > 1:
         return message, " ".join(lines[1:])
     return message, "run the command again with --debug to see where it failed"
+
+
+def _special_errors(exc: BaseException) -> tuple[str, str] | None:
+    """Error and hint for what is not a ValueError: OS errors on paths, missing packages, diverging training."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | ValueError):
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return (
+            f"cannot write or read{where}: {reason}",
+            "choose a path in a folder you can write to (--out DIR); it must not be a file, a device or a system folder",
+        )
+    if isinstance(exc, ImportError) and not isinstance(exc, ValueError):
+        package = (exc.name or str(exc)).split(".")[0]
+        extra = {"h5py": "formats", "pyarrow": "formats", "pandas": "formats", "joblib": "distributed",
+                 "distributed": "distributed", "dask": "distributed"}.get(package)  # fmt: skip
+        how = f"pip install 'lossattn[{extra}]' (or pip install {package})" if extra else f"pip install {package}"
+        return f"this needs the Python package {package!r}, which is not installed ({exc})", how
+    if isinstance(exc, FloatingPointError):
+        return str(exc).splitlines()[0], (
+            "the training diverged: lower the learning rate (--lr), or check the features for huge values "
+            "(standardise them: --set data.standardize=true)"
+        )
+    return None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value:g}")
+    return value
+
+
+def check_output_folder(path: str | Path, what: str = "--out") -> Path:
+    """The output folder, created if needed; a clear error when it cannot be one (a file, a device, no access).
+
+    Raises:
+        CLIError: the path is a file or device, or the folder cannot be created or written.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CLIError(
+            f"{what} {str(path)!r} exists and is not a folder", f"give {what} a folder path (it is created if needed)"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".lossattn-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CLIError(
+            f"{what} {str(path)!r} cannot be used as an output folder: {exc.strerror or exc}",
+            "choose a folder you can write to (not under a file, /sys or /proc)",
+        ) from exc
+    return path
 
 
 def fmt(value: Any, digits: int = 3) -> str:

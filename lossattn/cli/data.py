@@ -11,6 +11,7 @@ import numpy as np
 
 from lossattn import datasets as D
 from lossattn.cli.common import CLIError, Formatter, add_common, format_table, kv_table, say, wrap
+from lossattn.cli.dataopts import add_data_options, data_kwargs
 from lossattn.cli.experiment import DEFAULT_PRESETS, FALLBACK_PRESET
 from lossattn.datasets.catalog import get_spec
 from lossattn.datasets.sources import ENV_ROOT
@@ -59,17 +60,26 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _describe_bags(ds) -> list[list[Any]]:
     sizes = np.asarray(ds.bag_sizes)
-    counts = ds.class_counts()
-    names = getattr(ds, "class_names", None)
-    balance = " / ".join(f"{names[k] if names and k < len(names) else k}: {int(c)}" for k, c in enumerate(counts))
     rows = [
         ["bags", len(ds)],
         ["instances", int(sizes.sum())],
         ["instance shape", "×".join(str(s) for s in ds.instance_shape)],
         ["bag size min / mean / max", f"{int(sizes.min())} / {sizes.mean():.1f} / {int(sizes.max())}"],
-        ["classes", ds.num_classes],
-        ["class balance (bags)", balance],
     ]
+    if getattr(ds, "has_labels", True):
+        counts = ds.class_counts()
+        values = getattr(ds, "label_values", None) or getattr(ds, "class_names", None)
+        balance = " / ".join(
+            f"{values[k] if values and k < len(values) else k}: {int(c)}" for k, c in enumerate(counts)
+        )
+        rows += [["classes", ds.num_classes], ["class balance (bags)", balance]]
+        if len(counts) and counts.min() < 0.2 * counts.max():
+            rows.append(["note", "imbalanced classes: read balanced accuracy and AUC, not accuracy"])
+    else:
+        rows.append(["labels", "none (unlabeled bags: predict only)"])
+    columns = ds.meta.get("columns") if isinstance(getattr(ds, "meta", None), dict) else None
+    if columns:
+        rows.append(["columns", ", ".join(f"{role}={col}" for role, col in columns.items() if col is not None)])
     if ds.has_instance_labels and hasattr(ds, "instance_labels"):
         il = np.asarray(ds.instance_labels)
         rows.append(["target instances", f"{int((il > 0).sum())} of {int((il >= 0).sum())} labelled"])
@@ -77,13 +87,18 @@ def _describe_bags(ds) -> list[list[Any]]:
     if splits is not None:
         values, n = np.unique(np.asarray(splits), return_counts=True)
         rows.append(["split column", ", ".join(f"{v}: {c}" for v, c in zip(values, n, strict=True))])
+    groups = getattr(ds, "groups", None)
+    if groups is not None:
+        rows.append(["groups (cases)", f"{len(set(groups))} (folds keep a group's bags together)"])
+    if getattr(ds, "has_coords", False):
+        rows.append(["patch coordinates", "yes (predict writes x, y; explain draws slide heatmaps)"])
     return rows
 
 
 def run_info(args: argparse.Namespace) -> int:
     resolved = resolve_dataset_name(args.name)
     if Path(resolved).exists() and resolved not in D.list_datasets():
-        ds = load_dataset(DataConfig(name=resolved))
+        ds = load_dataset(DataConfig(name=resolved, kwargs=data_kwargs(args)))
         say(f"{resolved}: your own bags ({type(ds).__name__})\n")
         say(kv_table(_describe_bags(ds)))
         return 0
@@ -166,14 +181,30 @@ def add_parser(sub, add) -> None:
     q.set_defaults(func=run_list)
     q.add_argument("--data-dir", metavar="DIR", help="data root to inspect")
     add_common(q)
-    q = dsub.add_parser("info", help="where a dataset's files go, counts and class balance", formatter_class=Formatter)
+    q = dsub.add_parser(
+        "info",
+        help="where a dataset's files go, counts and class balance; your own table/folder: what was read",
+        description="Describe a dataset: the catalogue entry and its files, or your own table/folder as loaded "
+        "(bags, instances, classes and their balance, the columns chosen, splits, groups).",
+        epilog="examples:\n  lossattn data info musk1\n  lossattn data info ./bags.csv --no-header\n"
+        "  lossattn data info ./slides/ --group-column case_id",
+        formatter_class=Formatter,
+    )
     q.set_defaults(func=run_info)
     q.add_argument("name", metavar="NAME|PATH")
     q.add_argument("--data-dir", metavar="DIR", help="data root to inspect")
     q.add_argument("--no-load", action="store_true", help="do not load the data (only the catalogue entry)")
+    add_data_options(q)
     add_common(q)
-    q = dsub.add_parser("fetch", help="download a dataset (checksum-verified) into the data root",
-                        formatter_class=Formatter)  # fmt: skip
+    q = dsub.add_parser(
+        "fetch",
+        help="download a dataset (checksum-verified) into the data root",
+        description="Download a dataset's files from their public source into <root>/<dataset>/, verify their "
+        "checksums and write them atomically. Without network the error says which file to put where by hand.",
+        epilog="examples:\n  lossattn data fetch fox\n  lossattn data fetch mnist-bags --data-dir ~/data/mil\n"
+        "  lossattn data fetch musk2 --force      # download again",
+        formatter_class=Formatter,
+    )  # fmt: skip
     q.set_defaults(func=run_fetch)
     q.add_argument("name", metavar="NAME")
     q.add_argument("--data-dir", metavar="DIR", help="data root to download into")

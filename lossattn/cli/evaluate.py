@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +43,28 @@ def run(args: argparse.Namespace) -> int:
     if is_image:
         return _evaluate_images(args, trained, device)
     trained, resolved, ds, device = load_data_args(args, trained, device)
-    if int(max(ds.labels)) >= trained.num_classes:
+    if not getattr(ds, "has_labels", True):
         raise CLIError(
-            f"the data has bag labels up to {int(max(ds.labels))} but the model predicts {trained.num_classes} classes",
-            "evaluate on data with the classes the checkpoint was trained on",
+            f"{resolved.description}: these bags have no labels, so there is nothing to evaluate against",
+            "`lossattn predict` scores unlabeled bags; evaluate needs a label column",
         )
     say(f"Checkpoint: {trained.path}  [{trained.describe()}]")
     say(f"Data: {resolved.description}")
     res = evaluate(trained.model, ds, batch_size=args.batch_size, device=device)
+    if trained.decision_threshold is not None and trained.num_classes == 2:
+        res = dataclasses.replace(res, threshold=trained.decision_threshold)
+    values = trained.label_values or list(range(trained.num_classes))
     counts = [int((res.labels == k).sum()) for k in range(trained.num_classes)]
     rows = [
         ["bags", len(ds)],
-        ["class counts", " / ".join(str(c) for c in counts)],
-        ["accuracy", res.accuracy],
+        ["class counts", " / ".join(f"{v}: {c}" for v, c in zip(values, counts, strict=False))],
+        ["balanced accuracy", res.balanced_accuracy],
         ["AUC", res.auc],
+        ["accuracy", res.accuracy],
         ["loss", res.loss],
     ]
+    if res.threshold is not None:
+        rows.append(["decision threshold", f"p({values[1]}) >= {res.threshold:.3f} (chosen on validation bags)"])
     say("")
     say(format_table(["metric", "value"], rows, align="lr"))
     metrics: dict[str, Any] = {

@@ -8,12 +8,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lossattn.cli.common import CLIError, device_option, progress_enabled
+from lossattn.cli.common import CLIError, device_option, finite_float, nonnegative_float, positive_int, progress_enabled
+from lossattn.cli.dataopts import add_data_options, data_kwargs
 from lossattn.datasets.catalog import BENCHMARKS
+from lossattn.engine.config import SELECTION_RULES, THRESHOLD_RULES
 from lossattn.inference.data import resolve_dataset_name
 from lossattn.models.registry import MODELS, list_models
-from lossattn.protocols.config import MethodConfig, apply_overrides, config_to_dict, load_config, load_preset
+from lossattn.protocols.config import (
+    PROTOCOL_KINDS,
+    MethodConfig,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    load_preset,
+)
 from lossattn.protocols.data import GENERATORS
+from lossattn.protocols.fanout import ENGINES
 
 __all__ = [
     "DEFAULT_PRESETS",
@@ -36,7 +46,7 @@ DEFAULT_PRESETS = {
     "digits-bags-multi": "digits_bags",
 }
 FALLBACK_PRESET = "digits_bags"  # no dataset named: the no-download toy problem
-USER_DATA_PRESET = "classic_mil"  # the user's own feature bags: MLP extractor, standardised, 10-fold CV
+USER_DATA_PRESET = "user_bags"  # the user's own bags: classic-MIL settings, selection and threshold for imbalance
 
 
 def default_preset(dataset: str | None) -> str:
@@ -142,6 +152,23 @@ def build_experiment(args: argparse.Namespace, command: str):
         overrides["train.device"] = device_option(args.device)
     if getattr(args, "data_dir", None) is not None:
         overrides["data.root"] = str(Path(args.data_dir).expanduser())
+    for option, key in (("selection", "train.selection"), ("threshold", "train.threshold"),
+                        ("protocol", "protocol.kind"), ("folds", "protocol.folds"), ("repeats", "protocol.repeats"),
+                        ("threads", "train.threads")):  # fmt: skip
+        if getattr(args, option, None) is not None:
+            overrides[key] = getattr(args, option)
+    if getattr(args, "all_bags", False):
+        overrides["protocol.kind"] = "all"
+    given = data_kwargs(args)
+    if given:
+        name = overrides.get("data.name", cfg.data.name)
+        if _family(name) in ("benchmark",) or name in GENERATORS:
+            raise CLIError(
+                f"column options ({', '.join('--' + k.replace('_', '-') for k in given)}) apply to your own tables "
+                f"and feature folders, not to {name!r}",
+                "drop them, or give your file with --dataset PATH",
+            )
+        overrides["data.kwargs"] = {**cfg.data.kwargs, **overrides.get("data.kwargs", {}), **given}
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     cfg = _select_methods(cfg, args.model, command)
@@ -157,6 +184,11 @@ def build_experiment(args: argparse.Namespace, command: str):
     cfg.validate()
     if args.overrides:
         cfg = apply_overrides(cfg, list(args.overrides))
+    if cfg.protocol.kind == "all" and command == "cv":
+        raise CLIError(
+            "cv with --protocol all has no test bags to cross-validate on",
+            "use `lossattn train --all` to train on every bag, or cv without --protocol all",
+        )
     if cfg.data.name.endswith("-images"):
         raise CLIError(
             f"{cfg.name} is an image-classification preset ({cfg.data.name}); train/cv run bag datasets",
@@ -214,18 +246,38 @@ def add_experiment_options(p: argparse.ArgumentParser, command: str) -> None:
         default=[],
         help="override any config key, e.g. --set train.lr=3e-4 --set data.kwargs.num_bags=100",
     )
+    add_data_options(p)
     h = p.add_argument_group("shortcuts for common settings")
-    h.add_argument("--epochs", type=int, metavar="N", help="train.epochs")
-    h.add_argument("--lr", type=float, metavar="X", help="train.lr (maximum learning rate)")
-    h.add_argument("--lam", type=float, metavar="X", help="λ of the Loss-Attention method(s)")
-    h.add_argument("--batch-size", type=int, metavar="N", help="train.batch_size (bags per step)")
+    h.add_argument("--epochs", type=positive_int, metavar="N", help="train.epochs")
+    h.add_argument("--lr", type=finite_float, metavar="X", help="train.lr (maximum learning rate, in (0, 1])")
+    h.add_argument("--lam", type=nonnegative_float, metavar="X", help="λ of the Loss-Attention method(s), >= 0")
+    h.add_argument("--batch-size", type=positive_int, metavar="N", help="train.batch_size (bags per step)")
     h.add_argument("--seed", type=int, metavar="N", help="protocol.seed (bags, splits, initialisation)")
+    h.add_argument("--protocol", choices=PROTOCOL_KINDS,
+                   help="cv: k-fold cross-validation; fixed: the data's train/test split column (or a generator's test "
+                   "bags); all: train on every bag, no test bags (protocol.kind)")  # fmt: skip
+    h.add_argument("--folds", type=positive_int, metavar="K", help="protocol.folds (cross-validation)")
+    h.add_argument("--repeats", type=positive_int, metavar="R", help="protocol.repeats")
+    h.add_argument("--selection", choices=SELECTION_RULES,
+                   help="how the epoch is chosen on the validation bags (train.selection): error (the paper's), "
+                   "balanced_error, loss or auc — the last three suit imbalanced classes")  # fmt: skip
+    h.add_argument("--threshold", choices=THRESHOLD_RULES,
+                   help="binary models: argmax (0.5) or the threshold that maximises balanced accuracy on the "
+                   "validation bags (train.threshold)")  # fmt: skip
+    h.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="auto (default): the batched many-runs engine for the methods it supports, one run at a "
+                   "time for the rest; trainer: always one run at a time; vectorized: batched or an error")  # fmt: skip
     h.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 or auto")
+    h.add_argument("--threads", type=positive_int, metavar="N",
+                   help="torch threads per process (default: the free cores shared by --jobs)")  # fmt: skip
     h.add_argument("--data-dir", metavar="DIR", help="data root (default: $LOSSATTN_DATA or ~/.cache/lossattn)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--out", metavar="DIR", help="output folder (default: runs/<experiment>/" + command + ")")
-    o.add_argument("--resume", action="store_true", help="reuse finished runs in --out and continue interrupted ones")
-    o.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel worker processes (default 1)")
+    r = o.add_mutually_exclusive_group()
+    r.add_argument("--resume", action="store_true", help="reuse finished runs in --out and continue interrupted ones")
+    r.add_argument("--overwrite", action="store_true", help="replace finished runs already in --out")
+    o.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+                   help="parallel worker processes (default 1)")  # fmt: skip
 
 
 def split_text(cfg, spec) -> str:

@@ -1,22 +1,35 @@
-"""``lossattn train`` (model(s) on one split) and ``lossattn cv`` (the whole protocol, aggregated)."""
+"""``lossattn train`` (model(s) on one split, or on every bag) and ``lossattn cv`` (the whole protocol)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from lossattn.cli.common import CLIError, fmt, format_table, pm, progress_enabled, say
+from lossattn.cli.common import CLIError, check_output_folder, fmt, format_table, pm, progress_enabled, say
 from lossattn.cli.experiment import add_experiment_options, build_experiment, split_text
+from lossattn.cli.plan import guard_finished_runs, make_plan, remove_if_unused
 from lossattn.io import atomic_write_text
 from lossattn.protocols.fanout import run_experiment
 from lossattn.protocols.runs import RunSpec, plan_runs
-from lossattn.protocols.summary import protocol_description
+from lossattn.protocols.summary import protocol_description, selection_description
 
-__all__ = ["add_parser", "run_cv", "run_train"]
+__all__ = ["ESTIMATE_FROM", "add_parser", "cv_table", "run_cv", "run_train"]
+
+#: run-epochs from which the plan measures and prints an estimated time
+ESTIMATE_FROM = 200
+
+#: summary columns of a cv table, in this order when the runs have them (imbalance-aware figures first)
+_CV_COLUMNS = (
+    ("balanced_accuracy", "bal. acc"),
+    ("auc", "AUC"),
+    ("accuracy", "accuracy"),
+    ("micro_f1", "micro-F1"),
+    ("map", "mAP"),
+)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    cfg = build_experiment(args, "train")
+def _train_specs(cfg, args: argparse.Namespace) -> list[RunSpec]:
     fold = None
     if cfg.protocol.kind == "cv":
         fold = args.fold if args.fold is not None else 0
@@ -26,29 +39,61 @@ def run_train(args: argparse.Namespace) -> int:
                 f"use --fold 0 .. {cfg.protocol.folds - 1}",
             )
     elif args.fold is not None:
-        raise CLIError(
-            "--fold only applies to cross-validation presets", "drop --fold (this preset uses a fixed split)"
-        )
+        raise CLIError("--fold only applies to cross-validation", "drop --fold (this protocol has no folds)")
     repeat = args.repeat or 0
     if not 0 <= repeat < cfg.protocol.repeats:
         cfg.protocol.repeats = repeat + 1
-    specs = [RunSpec(m, repeat, fold) for m in cfg.methods]
+    return [RunSpec(m, repeat, fold) for m in cfg.methods]
+
+
+def _run(cfg, args: argparse.Namespace, specs: list[RunSpec], command: str) -> dict[str, Any]:
+    """Plan, guard, train; a folder this command created is removed again if it fails before anything is kept."""
     out = Path(args.out)
-    say(
-        f"Training {', '.join(cfg.methods)} on {cfg.data.name} ({split_text(cfg, specs[0])}), "
-        f"{cfg.train.epochs} epochs -> {out}"
-    )
-    result = run_experiment(cfg, out, jobs=args.jobs, resume=args.resume, runs=specs)
-    headers = ["method", "test acc", "test AUC", "val acc", "epoch", "P@0.5", "R@0.5", "F@0.5", "time (s)"]
+    existed = out.exists()
+    big = len(specs) * cfg.train.epochs >= ESTIMATE_FROM  # a short plan is over before an estimate would help
+    plan = make_plan(cfg, specs, args.engine, args.jobs, estimate=big and not args.resume)
+    for line in plan.lines(cfg):
+        say(line)
+    check_output_folder(out)
+    guard_finished_runs(out, specs, args.resume, args.overwrite)
+    cfg.train.progress = progress_enabled(args) and args.jobs == 1
+    try:
+        return run_experiment(
+            cfg,
+            out,
+            jobs=args.jobs,
+            scheduler=getattr(args, "scheduler", None),
+            resume=args.resume,
+            progress=progress_enabled(args) and command == "cv",
+            runs=specs,
+            engine=args.engine,
+        )
+    except Exception:
+        remove_if_unused(out, existed)
+        raise
+
+
+def run_train(args: argparse.Namespace) -> int:
+    cfg = build_experiment(args, "train")
+    specs = _train_specs(cfg, args)
+    out = Path(args.out)
+    where = "every bag (no test bags)" if cfg.protocol.kind == "all" else split_text(cfg, specs[0])
+    say(f"Training {', '.join(cfg.methods)} on {cfg.data.name} ({where}), {cfg.train.epochs} epochs -> {out}")
+    result = _run(cfg, args, specs, "train")
+    has_test = any(r.get("n_test") for r in result["runs"])
+    headers = ["method"]
+    headers += ["test bal. acc", "test AUC", "test acc"] if has_test else ["val bal. acc", "val AUC", "val acc"]
+    headers += ["epoch", "P@0.5", "R@0.5", "F@0.5", "time (s)"]
+    prefix = "test" if has_test else "val"
     rows = []
     for r in result["runs"]:
         ret = (r.get("instance_retrieval") or {}).get("0.5") or {}
         rows.append(
             [
                 r["method"],
-                r["test_accuracy"],
-                r["test_auc"],
-                r.get("val_accuracy"),
+                r.get(f"{prefix}_balanced_accuracy"),
+                r.get(f"{prefix}_auc"),
+                r.get(f"{prefix}_accuracy"),
                 r["selected_epoch"] + 1,
                 ret.get("precision"),
                 ret.get("recall"),
@@ -59,9 +104,11 @@ def run_train(args: argparse.Namespace) -> int:
     first = result["runs"][0]
     say(
         f"\nbags: {first['n_train']} train / {first['n_val']} validation / {first['n_test']} test; "
-        "epoch selected on validation error, then loss (P/R/F: instance retrieval α > 0.5)"
+        f"{selection_description(cfg)}"
     )
     say(format_table(headers, rows))
+    if not has_test:
+        say("(no test bags: the figures are on the validation bags that selected the epoch, so they are optimistic)")
     say("")
     for spec in specs:
         say(f"Wrote {out / spec.method / spec.key}/ (best.pt, metrics.csv, result.json, config.yaml)")
@@ -70,34 +117,39 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cv_table(summary: dict[str, Any]) -> tuple[str, str]:
+    """The aggregate table of a cv result and the note under it."""
+    columns = [(key, title) for key, title in _CV_COLUMNS if any(key in e for e in summary.values())]
+    oracle = any(e["oracle_accuracy"].get("n") for e in summary.values())
+    headers = ["method", "runs", *(t for _, t in columns), *(["oracle acc*"] if oracle else []), "epoch", "s/run"]
+    rows = [
+        [
+            m,
+            e["runs"],
+            *(pm(e.get(key)) for key, _ in columns),
+            *([pm(e["oracle_accuracy"])] if oracle else []),
+            fmt(e["selected_epoch"]["mean"] + 1, 1),
+            fmt(e["seconds"]["mean"], 1),
+        ]
+        for m, e in summary.items()
+    ]
+    note = (
+        "test bags, mean ± std over runs; bal. acc = balanced accuracy (mean recall of the classes: 1/K for a model "
+        "that predicts one class); epoch: mean selected epoch (validation)"
+    )
+    if oracle:
+        note += "\n* best test accuracy over epochs (the reference code's test-set selection): for comparison only"
+    return format_table(headers, rows), note
+
+
 def run_cv(args: argparse.Namespace) -> int:
     cfg = build_experiment(args, "cv")
     out = Path(args.out)
-    n = len(plan_runs(cfg))
-    say(f"{cfg.name}: {len(cfg.methods)} method(s) on {cfg.data.name}, {n} runs -> {out}")
+    specs = plan_runs(cfg)
+    say(f"{cfg.name}: {len(cfg.methods)} method(s) on {cfg.data.name}, {len(specs)} runs -> {out}")
     say(f"Protocol: {protocol_description(cfg)}")
-    result = run_experiment(
-        cfg, out, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume, progress=progress_enabled(args)
-    )
-    oracle = any(e["oracle_accuracy"].get("n") for e in result["summary"].values())
-    headers = ["method", "runs", "accuracy", "AUC", *(["oracle acc*"] if oracle else []), "epoch", "time/run (s)"]
-    rows = []
-    for m, e in result["summary"].items():
-        rows.append(
-            [
-                m,
-                e["runs"],
-                pm(e["accuracy"]),
-                pm(e["auc"]),
-                *([pm(e["oracle_accuracy"])] if oracle else []),
-                fmt(e["selected_epoch"]["mean"] + 1, 1),
-                fmt(e["seconds"]["mean"], 1),
-            ]
-        )
-    table = format_table(headers, rows)
-    note = "accuracy / AUC on the test bags, mean ± std over runs; epoch: mean selected epoch (validation)"
-    if oracle:
-        note += "\n* best test accuracy over epochs (the reference code's test-set selection): for comparison only"
+    result = _run(cfg, args, specs, "cv")
+    table, note = cv_table(result["summary"])
     say("")
     say(table)
     say(note)
@@ -110,28 +162,38 @@ def run_cv(args: argparse.Namespace) -> int:
 def add_parser(sub, add) -> None:
     p = add(
         "train",
-        "train model(s) on one split (a fixed train/test split, or one CV fold)",
+        "train model(s) on one split (a CV fold or a fixed train/test split), or on every bag of your data",
         "examples:\n"
         "  lossattn train                                           # loss_attention on digits-bags\n"
         "  lossattn train -d musk1 -m loss_attention --lam 0.1 --fold 3\n"
+        "  lossattn train -d bags.csv --no-header --all --out runs/final   # every bag: the model to predict with\n"
+        "  lossattn train -d ./my_bags/ --protocol fixed            # your data's split column (train/test)\n"
         "  lossattn train -d mnist-bags-multi -m attention,loss_attention --epochs 20 --device auto\n"
-        "  lossattn train -d ./my_bags/ --set protocol.kind=fixed   # your folder with a split column\n"
         "  lossattn train -d digits-bags --set train.weight_decay=0 --out runs/wd0 --resume",
         run_train,
     )
     add_experiment_options(p, "train")
     p.add_argument("--fold", type=int, metavar="K", help="CV presets: which fold is the test fold (default 0)")
     p.add_argument("--repeat", type=int, metavar="R", help="which repeat of the protocol (default 0)")
+    p.add_argument(
+        "--all",
+        dest="all_bags",
+        action="store_true",
+        help="train on every bag of the data (protocol.kind=all; a validation split still selects the epoch)",
+    )
 
     p = add(
         "cv",
         "run the full protocol (k-fold CV × repeats, or repeated fixed splits) and print the aggregate table",
         "examples:\n"
         "  lossattn cv -d musk1                                     # Table 1 protocol on MUSK1: 7 methods x 50 runs\n"
+        "  lossattn cv -d bags.csv --no-header                      # your table: 5 methods x 5 folds x 2 repeats\n"
         "  lossattn cv -d fox -m loss_attention,attention --jobs 2\n"
         "  lossattn cv --preset mnist_bags_multiclass --set data.kwargs.num_bags=100 --device auto\n"
-        "  lossattn cv -d musk1 --set protocol.folds=5 --set protocol.repeats=1 --epochs 20\n"
-        "  lossattn cv -d musk1 --set train.oracle=true   # also record the paper's best-test-epoch figure",
+        "  lossattn cv -d musk1 --folds 5 --repeats 1 --epochs 20\n"
+        "  lossattn cv -d musk1 --set train.oracle=true   # also record the paper's best-test-epoch figure\n\n"
+        "Before it starts, cv prints its plan: the runs, the engine of each method, the threads and an estimated\n"
+        "time measured on one epoch of each method.",
         run_cv,
     )
     add_experiment_options(p, "cv")

@@ -8,7 +8,7 @@ from typing import Any
 
 from lossattn.schedules import adam_betas, consistency_weight, learning_rate
 
-__all__ = ["SELECTION_RULES", "TrainConfig", "epoch_schedule"]
+__all__ = ["SELECTION_RULES", "THRESHOLD_RULES", "TrainConfig", "epoch_schedule"]
 
 #: how the epoch of a run is selected on its validation bags (never on test bags):
 #: ``error`` — lowest validation error, then lowest validation loss (the paper's stopping criterion);
@@ -16,6 +16,11 @@ __all__ = ["SELECTION_RULES", "TrainConfig", "epoch_schedule"]
 #: majority class scores 0.5, not the prior); ``loss`` — lowest validation loss; ``auc`` — highest validation
 #: AUC, then lowest loss.
 SELECTION_RULES = ("error", "balanced_error", "loss", "auc")
+
+#: how a binary model turns its positive-class probability into a prediction: ``argmax`` — the more probable
+#: class (threshold 0.5); ``validation`` — the threshold that maximises balanced accuracy on the run's validation
+#: bags (:func:`lossattn.metrics.best_threshold`), stored in ``best.pt`` and used for test bags and predictions
+THRESHOLD_RULES = ("argmax", "validation")
 
 
 @dataclass
@@ -28,7 +33,7 @@ class TrainConfig:
     ``beta2_after_rampup`` set, β2 switches to it once the ramp-up ends. The consistency weight is
     ``consistency_weight · ramp_up(epoch, consistency_rampup)`` (Laine & Aila 2017).
 
-    ``selection`` is one of :data:`SELECTION_RULES`. ``oracle=True`` also evaluates the test bags after every
+    ``selection`` is one of :data:`SELECTION_RULES`, ``threshold`` one of :data:`THRESHOLD_RULES`. ``oracle=True`` also evaluates the test bags after every
     epoch to report the reference code's optimistic figure (best test accuracy over epochs); it never
     influences model selection.
 
@@ -60,6 +65,7 @@ class TrainConfig:
     oracle: bool = False
     flush_denormal: bool = True
     selection: str = "error"
+    threshold: str = "argmax"
     num_workers: int = 0
 
     def validate(self) -> TrainConfig:
@@ -96,6 +102,10 @@ class TrainConfig:
         if self.selection not in SELECTION_RULES:
             raise ValueError(
                 f"TrainConfig.selection must be one of {', '.join(SELECTION_RULES)}, got {self.selection!r}"
+            )
+        if self.threshold not in THRESHOLD_RULES:
+            raise ValueError(
+                f"TrainConfig.threshold must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold!r}"
             )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"TrainConfig.threads must be None or >= 1, got {self.threads}")

@@ -30,12 +30,12 @@ from lossattn.engine.results import FitResult
 from lossattn.engine.runtime import amp_dtype, build_adam, flush_denormals, progress, resolve_device
 from lossattn.engine.sources import make_source
 from lossattn.engine.strategies import LocalStrategy
-from lossattn.engine.tasks import autocast, better, task_for
+from lossattn.engine.tasks import autocast, better, task_for, with_threshold
 from lossattn.ensemble import TemporalEnsemble
 from lossattn.io import atomic_write_text
 from lossattn.multilabel.ensemble import LabelwiseTemporalEnsemble
 
-__all__ = ["Trainer", "evaluate", "fit"]
+__all__ = ["Trainer", "evaluate", "fit", "write_history"]
 
 
 class Trainer:
@@ -148,7 +148,7 @@ class Trainer:
             if self.run_dir is not None and main and ((epoch + 1) % c.checkpoint_every == 0 or last):
                 state["next_epoch"] = epoch + 1
                 self._save_state(train, state)
-                self._write_metrics(history)
+                write_history(self.run_dir, history)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(row)
         if state["best_state"] is None:
@@ -159,8 +159,9 @@ class Trainer:
             final_val = self.task.evaluate(self.model, val, c.eval_batch_size, self.device, self.amp_dtype)
         if test is not None:
             final_test = self.task.evaluate(self.model, test, c.eval_batch_size, self.device, self.amp_dtype)
+        final_val, final_test, threshold = with_threshold(self.task, self.model, c.threshold, final_val, final_test)
         if self.run_dir is not None and main:
-            ckpt.save_model_file(self.run_dir / "best.pt", self._model_file(state))
+            ckpt.save_model_file(self.run_dir / "best.pt", {**self._model_file(state), "decision_threshold": threshold})
         oracle = max((h["test_accuracy"] for h in history if "test_accuracy" in h), default=None)
         return FitResult(
             selected_epoch=int(state["best_epoch"]),
@@ -300,12 +301,14 @@ class Trainer:
     def _model_file(self, state: dict[str, Any]) -> dict[str, Any]:
         return {**self._identity(), "model": state["best_state"], "epoch": int(state["best_epoch"]), **self.metadata}
 
-    def _write_metrics(self, history: list[dict[str, Any]]) -> None:
-        lines = "".join(json.dumps(row) + "\n" for row in history)
-        atomic_write_text(self.run_dir / "metrics.jsonl", lines)
-        keys = list(dict.fromkeys(k for row in history for k in row))
-        csv = ",".join(keys) + "\n" + "".join(",".join(_fmt(row.get(k)) for k in keys) + "\n" for row in history)
-        atomic_write_text(self.run_dir / "metrics.csv", csv)
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl`` (one JSON row per epoch) and ``metrics.csv`` of a run, written atomically."""
+    lines = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write_text(Path(run_dir) / "metrics.jsonl", lines)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    csv = ",".join(keys) + "\n" + "".join(",".join(_fmt(row.get(k)) for k in keys) + "\n" for row in history)
+    atomic_write_text(Path(run_dir) / "metrics.csv", csv)
 
 
 def _full_mask(out) -> torch.Tensor:

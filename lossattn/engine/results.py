@@ -28,6 +28,8 @@ class EvalResult:
             arrays of its real instances (None where the model or data has none).
         top5: share of bags whose class is among the 5 most probable (image classification).
         localization_ap: weakly supervised localization AP (Tiny ImageNet boxes), when computed.
+        threshold: binary models: the positive-class probability from which a bag is predicted positive (chosen
+            on validation bags, see ``TrainConfig.threshold``); None = the more probable class.
     """
 
     loss: float
@@ -38,9 +40,12 @@ class EvalResult:
     instance_labels: list[np.ndarray] | None = None
     top5: float | None = None
     localization_ap: float | None = None
+    threshold: float | None = None
 
     @property
     def predictions(self) -> np.ndarray:
+        if self.threshold is not None and self.probabilities.shape[1] == 2:
+            return (self.probabilities[:, 1] >= self.threshold).astype(np.int64)
         return self.probabilities.argmax(axis=1)
 
     @cached_property
@@ -81,6 +86,8 @@ class EvalResult:
             out["top5"] = self.top5
         if self.localization_ap is not None:
             out["localization_ap"] = self.localization_ap
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
         return out
 
 

@@ -3,21 +3,61 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 
 from lossattn.engine.config import TrainConfig
 
 __all__ = [
+    "ThreadPlan",
     "amp_dtype",
+    "default_threads",
     "build_adam",
     "denormals_flushed",
     "flush_denormals",
     "progress",
     "resolve_device",
 ]
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How many torch threads each of ``jobs`` processes gets, and why (for the run plan a command prints)."""
+
+    threads: int
+    cores: int
+    busy: float
+    jobs: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.threads} torch thread(s) per process ({self.jobs} process(es); {self.cores} usable core(s), "
+            f"{self.busy:.1f} busy)"
+        )
+
+
+def default_threads(jobs: int = 1) -> ThreadPlan:
+    """Threads per process so that ``jobs`` processes share the cores that are free now, at least 1 each.
+
+    torch's default (one thread per core in every process) oversubscribes a machine that is busy or runs several
+    jobs; the small matrix products of one-bag-per-step training gain nothing from more threads anyway (measured:
+    7.8 s per epoch with the default against 2.25 s with one thread on a busy 2-core machine).
+    """
+    jobs = max(1, int(jobs))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        busy = 0.0
+    free = max(1.0, cores - busy)
+    return ThreadPlan(max(1, min(cores // jobs, int(free // jobs))), cores, busy, jobs)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -8,6 +8,7 @@ the selection key of an evaluation. :func:`task_for` picks the task from the mod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lossattn import functional as LF
+from lossattn import metrics as M
 from lossattn.engine.results import EvalResult, MultiLabelEvalResult
 from lossattn.engine.sources import Batch
 from lossattn.ensemble import TemporalEnsemble
@@ -33,6 +35,7 @@ __all__ = [
     "eval_mode",
     "scatter_outputs",
     "task_for",
+    "with_threshold",
 ]
 
 
@@ -126,6 +129,14 @@ class Task:
             instance_labels=inst_labels,
         )
 
+    def decision_threshold(self, model: torch.nn.Module, val, rule: str) -> float | None:
+        """The binary decision threshold of ``TrainConfig.threshold``: chosen on the validation result, or None."""
+        if rule != "validation" or val is None or int(model.num_classes) != 2:
+            return None
+        if len(np.unique(val.labels)) < 2:
+            return None  # one class in the validation bags: nothing to balance, keep the more probable class
+        return M.best_threshold(val.labels, val.probabilities[:, 1])
+
     def val_row(self, result: EvalResult) -> dict[str, float]:
         return {
             "val_loss": result.loss,
@@ -190,6 +201,9 @@ class ImageClassificationTask(Task):
         top5 = float((top == labels[:, None]).any(axis=1).mean())
         ap = localization_ap(torch.cat(maps), ds.boxes, ds.image_size) if self.localization else None
         return EvalResult(loss=total / n, labels=labels, probabilities=probs, top5=top5, localization_ap=ap)
+
+    def decision_threshold(self, model: torch.nn.Module, val, rule: str) -> float | None:
+        return None  # image classes are not a positive/negative pair
 
     def val_row(self, result: EvalResult) -> dict[str, float]:
         return {"val_loss": result.loss, "val_accuracy": result.accuracy, "val_error": result.error}
@@ -269,6 +283,9 @@ class MultiLabelTask(Task):
             scores=multilabel_scores(targets, probs, 0.5),
         )
 
+    def decision_threshold(self, model: torch.nn.Module, val, rule: str) -> float | None:
+        return None  # each label is decided at probability 0.5
+
     def val_row(self, result: MultiLabelEvalResult) -> dict[str, float]:
         return {
             "val_loss": result.loss,
@@ -292,6 +309,21 @@ class MultiLabelTask(Task):
 
 def _name(model: torch.nn.Module) -> str:
     return repr(getattr(model, "model_name", type(model).__name__))
+
+
+def with_threshold(task: Task, model: torch.nn.Module, rule: str, val, test):
+    """``(val, test, threshold)``: the final evaluations with the decision threshold of ``rule`` applied.
+
+    The threshold is chosen on ``val`` only (never on test bags) and applied to both results.
+    """
+    threshold = task.decision_threshold(model, val, rule)
+    if threshold is None:
+        return val, test, None
+    return (
+        dataclasses.replace(val, threshold=threshold),
+        None if test is None else dataclasses.replace(test, threshold=threshold),
+        threshold,
+    )
 
 
 def task_for(model: torch.nn.Module, localization: bool = False) -> Task:

@@ -6,10 +6,10 @@ __all__ = ["TABLE1", "TABLE2_BINARY", "TABLE2_MULTICLASS", "TABLE3", "TABLE4", "
 
 # Table 1: method -> dataset -> (mean accuracy, std)
 TABLE1: dict[str, dict[str, tuple[float, float]]] = {
-    "mi_net": {"musk1": (0.889, 0.088), "musk2": (0.858, 0.110), "fox": (0.613, 0.078), "tiger": (0.824, 0.076), "elephant": (0.858, 0.083)},
-    "MI_net": {"musk1": (0.887, 0.091), "musk2": (0.859, 0.102), "fox": (0.622, 0.084), "tiger": (0.830, 0.072), "elephant": (0.862, 0.077)},
-    "MI_net_DS": {"musk1": (0.894, 0.093), "musk2": (0.874, 0.097), "fox": (0.630, 0.080), "tiger": (0.845, 0.087), "elephant": (0.872, 0.072)},
-    "MI_net_RC": {"musk1": (0.898, 0.097), "musk2": (0.873, 0.098), "fox": (0.619, 0.104), "tiger": (0.836, 0.083), "elephant": (0.857, 0.089)},
+    "minet_instance": {"musk1": (0.889, 0.088), "musk2": (0.858, 0.110), "fox": (0.613, 0.078), "tiger": (0.824, 0.076), "elephant": (0.858, 0.083)},
+    "minet_embedding": {"musk1": (0.887, 0.091), "musk2": (0.859, 0.102), "fox": (0.622, 0.084), "tiger": (0.830, 0.072), "elephant": (0.862, 0.077)},
+    "minet_ds": {"musk1": (0.894, 0.093), "musk2": (0.874, 0.097), "fox": (0.630, 0.080), "tiger": (0.845, 0.087), "elephant": (0.872, 0.072)},
+    "minet_rc": {"musk1": (0.898, 0.097), "musk2": (0.873, 0.098), "fox": (0.619, 0.104), "tiger": (0.836, 0.083), "elephant": (0.857, 0.089)},
     "attention": {"musk1": (0.892, 0.090), "musk2": (0.858, 0.106), "fox": (0.615, 0.096), "tiger": (0.839, 0.054), "elephant": (0.868, 0.054)},
     "gated_attention": {"musk1": (0.900, 0.088), "musk2": (0.863, 0.094), "fox": (0.603, 0.068), "tiger": (0.845, 0.046), "elephant": (0.857, 0.064)},
     "loss_attention": {"musk1": (0.917, 0.066), "musk2": (0.911, 0.063), "fox": (0.712, 0.074), "tiger": (0.897, 0.065), "elephant": (0.900, 0.069)},

@@ -39,6 +39,9 @@ class TrainedModel:
     epoch: int | None = None
     run_config: dict[str, Any] | None = None  # the run folder's config.yaml, when present
     extra: dict[str, Any] = field(default_factory=dict)  # image checkpoints: normalization, class_names, crop
+    label_values: list[Any] | None = None  # the user's value of each class, as in the training data
+    class_names: list[str] | None = None
+    decision_threshold: float | None = None  # binary models: chosen on the validation bags (TrainConfig.threshold)
 
     @property
     def has_weights(self) -> bool:
@@ -120,6 +123,9 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         epoch=state.get("epoch"),
         run_config=run_config if isinstance(run_config, dict) else None,
         extra={k: state[k] for k in _IMAGE_KEYS if state.get(k) is not None},
+        label_values=state.get("label_values"),
+        class_names=state.get("class_names"),
+        decision_threshold=state.get("decision_threshold"),
     )
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from lossattn.datasets.catalog import resolve_dataset_name
+from lossattn.datasets.catalog import BENCHMARKS, resolve_dataset_name
 from lossattn.datasets.splits import split_indices
 from lossattn.inference.checkpoint import TrainedModel
 from lossattn.protocols.config import DataConfig, ExperimentConfig, config_from_dict
@@ -24,6 +25,7 @@ __all__ = [
     "prepare_data",
     "resolve_data",
     "resolve_dataset_name",
+    "SPLITS",
 ]
 
 
@@ -36,19 +38,36 @@ class ResolvedData:
     standardized: bool = False  # already standardised with the run's training statistics
 
 
-def _run_split(trained: TrainedModel, root: str | None) -> ResolvedData | None:
-    """The exact test bags of the run that wrote the checkpoint (from the run folder's config.yaml)."""
+def _run_split(trained: TrainedModel, root: str | None, asked_for_data: bool) -> ResolvedData | None:
+    """The exact held-out (test) bags of the run that wrote the checkpoint (from the run folder's config.yaml).
+
+    None when there is no run config, or when the run trained on every bag and the data was named (then every
+    bag is used, and said to be the run's training bags).
+
+    Raises:
+        ValueError: the run trained on every bag (protocol kind ``all``) and no data was named.
+    """
     rc = trained.run_config
     if not rc or "run" not in rc:
         return None
     run = rc["run"]
-    data = {k: v for k, v in rc.items() if k not in ("run", "train_resolved")}
+    data = {k: v for k, v in rc.items() if k in ("name", "data", "protocol", "train", "methods", "metrics", "notes")}
     cfg = config_from_dict(ExperimentConfig, data)
     if root is not None:
         cfg.data.root = root
+    if cfg.protocol.kind == "all":
+        if asked_for_data:
+            return None
+        raise ValueError(
+            f"the run of {trained.path} trained on every bag of {cfg.data.name} (protocol 'all'): it held no bags "
+            "out; give the data to predict on (a file, a folder or a dataset name)"
+        )
     _, _, test = prepare_split(cfg, int(run["repeat"]), run.get("fold"))
     where = f"repeat {run['repeat']}" + ("" if run.get("fold") is None else f", fold {run['fold']}")
-    return ResolvedData(test, f"the test bags of the run ({cfg.data.name}, {where})", standardized=True)
+    return ResolvedData(test, f"the {len(test)} held-out (test) bags of the run ({cfg.data.name}, {where})", True)
+
+
+SPLITS = ("train", "test", "all")
 
 
 def resolve_data(
@@ -56,71 +75,101 @@ def resolve_data(
     trained: TrainedModel | None = None,
     *,
     root: str | None = None,
-    split: str = "test",
+    split: str | None = None,
     seed: int | None = None,
     num_bags: int | None = None,
     kwargs: dict[str, Any] | None = None,
 ) -> ResolvedData:
-    """Turn a dataset name or path into bags.
+    """Turn a dataset name or path into bags; the description says which bags they are.
 
     Args:
-        spec: Dataset name or path; None = the checkpoint's own data (the run's test bags when the run
-            folder's ``config.yaml`` is there, else the generator's test bags / the data's test split / all
-            bags).
-        trained: The checkpoint (supplies generator settings and the run seed).
+        spec: Dataset name or path; None = the checkpoint's own data.
+        trained: The checkpoint (supplies the run's data settings, seed, column options and label values).
         root: Data root (``--data-dir``).
-        split: For generators: ``"train"`` or ``"test"`` bags; for a table/folder with a split column:
-            that split (``"all"``: every bag).
+        split: None (default): the run's held-out (test) bags when the data is the checkpoint's own data (a
+            generator: its test bags), else every bag. ``"train"`` / ``"test"``: for generators those bags; for a
+            table or folder the bags of that value of its split column (an error if it has none). ``"all"``:
+            every bag.
         seed: Generator seed (default: the one of the run's test bags, so the run's test bags come back).
         num_bags: Number of bags to generate (default: the run's setting).
-        kwargs: Extra loader/generator keyword arguments.
+        kwargs: Loader or generator arguments (e.g. the column options of a table); for a table or folder the
+            checkpoint's own loader arguments are the defaults, and its label values fix the class mapping.
+
+    Raises:
+        ValueError: an unknown split, a split column that does not exist, or held-out bags that do not exist.
     """
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} (or left out), got {split!r}")
     dc = dict((trained.data_config if trained else None) or {})
-    if spec is None:
-        if trained is None or not dc.get("name"):
-            raise ValueError("no data given and the checkpoint does not say what it was trained on")
-        if split == "test" and seed is None and num_bags is None and not kwargs:
-            found = _run_split(trained, root)
-            if found is not None:
-                return found
-        name = dc["name"]
-    else:
-        name = resolve_dataset_name(spec)
-    same = False  # the checkpoint's own dataset: reuse its loader/generator settings
-    if dc.get("name"):
-        try:
-            same = resolve_dataset_name(dc["name"]) == name
-        except ValueError:  # trained on a file that is not here any more
-            same = False
-    if same:
-        cfg = config_from_dict(DataConfig, dc)
-    else:
-        cfg = DataConfig(name=name)
+    name = resolve_dataset_name(spec) if spec is not None else dc.get("name")
+    if name is None:
+        raise ValueError("no data given and the checkpoint does not say what it was trained on")
+    own = _same_data(dc.get("name"), name)
+    if own and split in (None, "test") and seed is None and num_bags is None and not kwargs and trained is not None:
+        found = _run_split(trained, root, asked_for_data=spec is not None)
+        if found is not None:
+            return found
+    cfg = config_from_dict(DataConfig, dc) if own or _same_kind(dc.get("name"), name) else DataConfig(name=name)
     cfg.name = name
     if root is not None:
         cfg.root = root
-    if kwargs:
-        cfg.kwargs = {**cfg.kwargs, **kwargs}
+    cfg.kwargs = {**cfg.kwargs, **(kwargs or {})}
     if is_generator(name):
-        if split == "all":
-            raise ValueError("split 'all' is not defined for generated bags; use train or test")
-        if num_bags is not None:
-            cfg.kwargs = {**cfg.kwargs, "num_bags": int(num_bags)}
-            cfg.test_kwargs = {k: v for k, v in cfg.test_kwargs.items() if k != "num_bags"}
-        if "num_bags" not in cfg.kwargs and "num_bags" not in (cfg.test_kwargs if split == "test" else {}):
-            cfg.kwargs = {**cfg.kwargs, "num_bags": 100}
-        if seed is None:
-            base = int(trained.seed) if (same and trained is not None and trained.seed is not None) else 0
-            seed = base + 500_000 if split == "test" else base
-        ds = make_generated(cfg, split, int(seed))
-        return ResolvedData(ds, f"{len(ds)} generated {split} bags of {name} (seed {seed})")
+        return _generated(cfg, trained, own, split or "test", seed, num_bags)
+    if trained is not None and trained.label_values is not None and "label_values" not in cfg.kwargs:
+        cfg.kwargs["label_values"] = list(trained.label_values)
     ds = load_dataset(cfg)
-    if split != "all" and getattr(ds, "splits", None) is not None:
+    if split in ("train", "test"):
         ds = ds.subset(split_indices(ds, split))
-        return ResolvedData(ds, f"the {len(ds)} {split!r} bags of {name}")
-    return ResolvedData(ds, f"all {len(ds)} bags of {name}")
+        return ResolvedData(ds, f"the {len(ds)} bags of {name} whose split is {split!r}")
+    note = " (unlabeled)" if not ds.has_labels else ""
+    if own and _trained_on_every_bag(trained):
+        note += " — the run's own training bags (it trained on every bag): figures on them are optimistic"
+    return ResolvedData(ds, f"all {len(ds)} bags of {name}{note}")
+
+
+def _trained_on_every_bag(trained: TrainedModel | None) -> bool:
+    rc = (trained.run_config or {}) if trained is not None else {}
+    return (rc.get("protocol") or {}).get("kind") == "all"
+
+
+def _same_data(a: str | None, b: str) -> bool:
+    if not a:
+        return False
+    try:
+        return resolve_dataset_name(a) == b
+    except ValueError:  # trained on a file that is not here any more
+        return False
+
+
+def _kind(name: str) -> str:
+    """``table`` / ``folder`` for the user's own data, else ``named`` (a benchmark or a generator)."""
+    if is_generator(name) or name in BENCHMARKS:
+        return "named"
+    path = Path(name)
+    if path.exists():
+        return "folder" if path.is_dir() else "table"
+    return "table" if path.suffix else "folder"  # the training file may not be here any more
+
+
+def _same_kind(a: str | None, b: str) -> bool:
+    """Both the user's files of one kind (two tables, or two feature folders): their loader options carry over."""
+    return bool(a) and _kind(a) == _kind(b) != "named"
+
+
+def _generated(cfg: DataConfig, trained, own: bool, split: str, seed: int | None, num_bags: int | None):
+    if split == "all":
+        raise ValueError("split 'all' is not defined for generated bags; use train or test")
+    if num_bags is not None:
+        cfg.kwargs = {**cfg.kwargs, "num_bags": int(num_bags)}
+        cfg.test_kwargs = {k: v for k, v in cfg.test_kwargs.items() if k != "num_bags"}
+    if "num_bags" not in cfg.kwargs and "num_bags" not in (cfg.test_kwargs if split == "test" else {}):
+        cfg.kwargs = {**cfg.kwargs, "num_bags": 100}
+    if seed is None:
+        base = int(trained.seed) if (own and trained is not None and trained.seed is not None) else 0
+        seed = base + 500_000 if split == "test" else base
+    ds = make_generated(cfg, split, int(seed))
+    return ResolvedData(ds, f"{len(ds)} generated {split} bags of {cfg.name} (seed {seed})")
 
 
 def check_compatible(trained: TrainedModel, dataset) -> None:

@@ -6,6 +6,8 @@ a binary sigmoid head, and instance-/embedding-level max/mean pooling (mi-Net / 
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 from lossattn import functional as LF
@@ -41,8 +43,8 @@ class LossAttentionMIL(MILModel):
     ) -> None:
         super().__init__(extractor, num_classes)
         check_head("softmax", num_classes, type(self).__name__)
-        if lam < 0:
-            raise ValueError(f"LossAttentionMIL: lam must be >= 0, got {lam}")
+        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"LossAttentionMIL: lam (λ) must be a finite number >= 0, got {lam!r}")
         if reduction not in LF.REDUCTIONS or consistency_reduction not in LF.REDUCTIONS:
             raise ValueError(
                 f"LossAttentionMIL: reductions must be one of {LF.REDUCTIONS}, got {reduction!r}, "

@@ -9,6 +9,8 @@ only). Builders take ``num_classes`` = L, the number of labels (``num_labels`` i
 
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -101,8 +103,8 @@ class LossAttentionMultiLabelMIL(MultiLabelMILModel):
     ) -> None:
         super().__init__(extractor, num_labels)
         name = type(self).__name__
-        if lam < 0:
-            raise ValueError(f"{name}: lam must be >= 0, got {lam}")
+        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"{name}: lam (λ) must be a finite number >= 0, got {lam!r}")
         if reduction not in LF.REDUCTIONS or consistency_reduction not in LF.REDUCTIONS:
             raise ValueError(
                 f"{name}: reductions must be one of {LF.REDUCTIONS}, got {reduction!r}, {consistency_reduction!r}"

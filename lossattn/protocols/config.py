@@ -23,6 +23,7 @@ from lossattn.models.registry import list_models
 
 __all__ = [
     "DataConfig",
+    "PROTOCOL_KINDS",
     "ProtocolConfig",
     "TrainConfig",
     "MethodConfig",
@@ -54,14 +55,22 @@ class DataConfig:
     standardize: bool = False
 
 
+PROTOCOL_KINDS = ("cv", "fixed", "all")
+
+
 @dataclass
 class ProtocolConfig:
     """How runs are formed.
 
     ``kind="cv"``: repeated stratified k-fold by bag (``folds`` × ``repeats``); ``kind="fixed"``: the
-    dataset's own train/test split, ``repeats`` times with different seeds (and freshly generated bags
-    for generators). In both, ``val_fraction`` of the training bags (stratified) is held out for model
-    selection; 0 disables selection (the last epoch is kept).
+    dataset's own train/test split (a split column, or a generator's test bags), ``repeats`` times with
+    different seeds (and freshly generated bags for generators); ``kind="all"``: every bag is a training bag and
+    there is no test split — to train the model that is then used to predict other data. In each,
+    ``val_fraction`` of the training bags (stratified) is held out for model selection; 0 disables selection
+    (the last epoch is kept).
+
+    With ``grouped`` (default) and data that has groups (a case or patient column), the folds and the validation
+    split keep the bags of a group together, so no patient's slides end up on both sides of a split.
     """
 
     kind: str = "cv"
@@ -69,10 +78,11 @@ class ProtocolConfig:
     repeats: int = 5
     val_fraction: float = 0.2
     seed: int = 0
+    grouped: bool = True
 
     def validate(self) -> None:
-        if self.kind not in ("cv", "fixed"):
-            raise ValueError(f"ProtocolConfig.kind must be 'cv' or 'fixed', got {self.kind!r}")
+        if self.kind not in PROTOCOL_KINDS:
+            raise ValueError(f"ProtocolConfig.kind must be one of {', '.join(PROTOCOL_KINDS)}, got {self.kind!r}")
         if self.kind == "cv" and self.folds < 2:
             raise ValueError(f"ProtocolConfig.folds must be >= 2 for cross-validation, got {self.folds}")
         if self.repeats < 1:

@@ -25,7 +25,7 @@ from lossattn.protocols.config import ExperimentConfig, config_from_dict, config
 from lossattn.protocols.runs import RunSpec, execute_run, finish_run, plan_runs, prepare_run, read_finished
 from lossattn.protocols.summary import aggregate, protocol_description
 
-__all__ = ["ENGINES", "method_unsupported_reason", "run_experiment", "run_group"]
+__all__ = ["ENGINES", "engine_reason", "method_unsupported_reason", "run_experiment", "run_group"]
 
 #: ``trainer``: every run alone through the one loop; ``vectorized``: each method's runs batched (a ValueError
 #: for a method it cannot batch); ``auto``: batched where possible, one at a time elsewhere
@@ -44,6 +44,20 @@ def method_unsupported_reason(cfg: ExperimentConfig, method: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - the per-run path will raise the real error
         return f"cannot build the model to check it: {exc}"
     return unsupported_reason(probe, cfg.train_config_for(method))
+
+
+def engine_reason(cfg: ExperimentConfig, method: str, runs: int, engine: str) -> str | None:
+    """None when ``runs`` runs of ``method`` are batched under ``engine``, else why they run one at a time.
+
+    ``auto`` batches a method with at least two runs whose model and settings the many-runs backend supports; a
+    single run gains nothing from batching and keeps the loop's per-epoch checkpoints.
+    """
+    if engine == "trainer":
+        return "engine=trainer"
+    reason = method_unsupported_reason(cfg, method)
+    if reason is None and engine == "auto" and runs < 2:
+        return "a single run"
+    return reason
 
 
 def run_group(
@@ -109,11 +123,9 @@ def _tasks(cfg: ExperimentConfig, specs: list[RunSpec], engine: str, parts: int,
     tasks: list[tuple] = []
     for method in dict.fromkeys(s.method for s in specs):
         mine = [s for s in specs if s.method == method]
-        reason = None if engine != "trainer" else "engine='trainer'"
-        if engine != "trainer":
-            reason = method_unsupported_reason(cfg, method)
-            if reason is not None and engine == "vectorized":
-                raise ValueError(f"engine='vectorized' cannot train method {method!r}: {reason} (use engine='auto')")
+        reason = engine_reason(cfg, method, len(mine), engine)
+        if reason is not None and engine == "vectorized":
+            raise ValueError(f"engine='vectorized' cannot train method {method!r}: {reason} (use engine='auto')")
         if reason is not None:
             tasks += [("run", cfg_dict, [s], out_dir, resume, threads) for s in mine]
             continue

@@ -81,39 +81,56 @@ def _cached(key: str, build):
 def prepare_split(cfg: ExperimentConfig, repeat: int, fold: int | None, return_scaler: bool = False):
     """The (train, val, test) bag datasets of one split, standardised on the training bags if asked.
 
-    With ``return_scaler`` the fitted :class:`~lossattn.datasets.Standardizer` (or None) is returned too.
+    ``test`` is None for ``protocol.kind == "all"``. With ``return_scaler`` the fitted
+    :class:`~lossattn.datasets.Standardizer` (or None) is returned too.
     """
     p, data_cfg = cfg.protocol, cfg.data
     seed = run_seed(cfg, repeat, fold)
     data_key = json.dumps(config_to_dict(data_cfg), sort_keys=True)
-    if p.kind == "cv":
+    if p.kind in ("cv", "all") or not is_generator(data_cfg.name):
         if is_generator(data_cfg.name):
             full = _cached(data_key + f"|gen|{p.seed}", lambda: make_generated(data_cfg, "train", p.seed))
         else:
             full = _cached(data_key, lambda: load_dataset(data_cfg))
+    if p.kind == "cv":
+        groups = _groups(full, p)
         folds = _cached(
-            data_key + f"|folds|{p.seed}|{repeat}",
-            lambda: D.stratified_kfold(full.labels, p.folds, seed=p.seed * 7919 + repeat),
+            data_key + f"|folds|{p.seed}|{repeat}|{groups is not None}",
+            lambda: D.stratified_kfold(full.labels, p.folds, seed=p.seed * 7919 + repeat, groups=groups),
         )
         train_idx, test_idx = folds[fold]
         train_all, test = full.subset(train_idx), full.subset(test_idx)
+    elif p.kind == "all":
+        train_all, test = full, None
     elif is_generator(data_cfg.name):
         train_all = make_generated(data_cfg, "train", seed)
         test = _cached(data_key + f"|test|{repeat}", lambda: make_generated(data_cfg, "test", seed + 500_000))
     else:
-        full = _cached(data_key, lambda: load_dataset(data_cfg))
         train_all, test = full.subset(D.split_indices(full, "train")), full.subset(D.split_indices(full, "test"))
     if p.val_fraction > 0:
-        tr, va = D.train_val_split(train_all.labels, val_fraction=p.val_fraction, seed=seed)
+        tr, va = D.train_val_split(
+            train_all.labels, val_fraction=p.val_fraction, seed=seed, groups=_groups(train_all, p)
+        )
         train, val = train_all.subset(tr), train_all.subset(va)
     else:
         train, val = train_all, None
     scaler = None
     if data_cfg.standardize:
         scaler = D.Standardizer().fit(train)
-        train, test = scaler.transform(train), scaler.transform(test)
+        train = scaler.transform(train)
+        test = None if test is None else scaler.transform(test)
         val = scaler.transform(val) if val is not None else None
     return (train, val, test, scaler) if return_scaler else (train, val, test)
+
+
+def _groups(dataset, protocol) -> list[str] | None:
+    """The bags' group ids (case / patient) when the protocol keeps groups together, else None."""
+    return getattr(dataset, "groups", None) if protocol.grouped else None
+
+
+def _plain(values):
+    """Label values as plain Python scalars (numpy scalars would not survive a weights-only load or YAML)."""
+    return None if values is None else [v.item() if hasattr(v, "item") else v for v in values]
 
 
 def model_classes(dataset) -> int:
@@ -179,6 +196,8 @@ def prepare_run(
         "num_classes": model_classes(train),
         "instance_shape": list(train.instance_shape),
         "method": spec.method,
+        "label_values": _plain(getattr(train, "label_values", None)),
+        "class_names": getattr(train, "class_names", None),
     }
     return PreparedRun(spec, seed, train, val, test, scaler, model, train_cfg, run_dir, metadata)
 
@@ -197,16 +216,17 @@ def run_record(run: PreparedRun, fit: FitResult) -> dict[str, Any]:
         "selection": run.train_config.selection,
         "n_train": len(run.train),
         "n_val": 0 if run.val is None else len(run.val),
-        "n_test": len(run.test),
+        "n_test": 0 if run.test is None else len(run.test),
     }
-    record.update({f"test_{k}": v for k, v in fit.test.summary().items() if k != "error"})
-    record["val_accuracy"] = None if fit.val is None else getattr(fit.val, "accuracy", None)
-    record["val_loss"] = None if fit.val is None else fit.val.loss
+    if fit.test is not None:
+        record.update({f"test_{k}": v for k, v in fit.test.summary().items() if k != "error"})
+    if fit.val is not None:
+        record.update({f"val_{k}": v for k, v in fit.val.summary().items() if k not in ("error", "threshold")})
     record["oracle_test_accuracy"] = fit.oracle_test_accuracy
     record["last_epoch_test_accuracy"] = fit.history[-1].get("test_accuracy")
     record["seconds"] = fit.seconds
     record["engine"] = fit.extra.get("engine", "loop")
-    retrieval = fit.test.retrieval() if task.name == "single_label" else None
+    retrieval = fit.test.retrieval() if task.name == "single_label" and fit.test is not None else None
     if retrieval is not None:
         record["instance_retrieval"] = {str(t): v for t, v in retrieval.items()}
     return record

@@ -9,7 +9,7 @@ import numpy as np
 from lossattn import metrics as M
 from lossattn.protocols.config import ExperimentConfig
 
-__all__ = ["aggregate", "protocol_description"]
+__all__ = ["aggregate", "protocol_description", "selection_description"]
 
 _RULES = {
     "error": "lowest validation error, then lowest validation loss",
@@ -17,6 +17,16 @@ _RULES = {
     "loss": "lowest validation loss",
     "auc": "highest validation AUC, then lowest validation loss",
 }
+
+
+def selection_description(cfg: ExperimentConfig) -> str:
+    """How the epoch is chosen (and, for binary models, the decision threshold), as a phrase."""
+    if cfg.protocol.val_fraction <= 0:
+        return "no validation split: the last epoch is kept"
+    text = f"epoch chosen on the validation bags: {_RULES[cfg.train.selection]}"
+    if cfg.train.threshold == "validation":
+        text += "; binary decision threshold: the one maximising validation balanced accuracy"
+    return text
 
 
 def protocol_description(cfg: ExperimentConfig) -> str:
@@ -56,23 +66,41 @@ def _mean_retrieval(per_run: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+#: summary name -> record field, for every metric a record may carry (single-label, multi-label, image runs)
+_METRICS = {
+    "balanced_accuracy": "test_balanced_accuracy",
+    "auc": "test_auc",
+    "accuracy": "test_accuracy",
+    "top5": "test_top5",
+    "micro_f1": "test_micro_f1",
+    "macro_f1": "test_macro_f1",
+    "map": "test_map",
+    "hamming": "test_hamming",
+}
+
+
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method: mean ± std of test accuracy/AUC over runs, over repeat means, oracle figure, retrieval."""
+    """Per method: mean ± std over runs of every test metric the records carry, over repeat means, the oracle
+    figure, the selected epoch, run time and instance retrieval.
+
+    Balanced accuracy and AUC come first: on imbalanced data a model that predicts the majority class has a high
+    accuracy and a balanced accuracy of 1/K.
+    """
     summary: dict[str, Any] = {}
     for method in dict.fromkeys(r["method"] for r in records):
         rows = [r for r in records if r["method"] == method]
-        by_repeat: dict[int, list[float]] = {}
-        for r in rows:
-            by_repeat.setdefault(r["repeat"], []).append(r["test_accuracy"])
-        entry = {
-            "runs": len(rows),
-            "accuracy": M.summarize([r["test_accuracy"] for r in rows]),
-            "accuracy_repeat_means": M.summarize([float(np.mean(v)) for v in by_repeat.values()]),
-            "auc": M.summarize([r["test_auc"] for r in rows]),
-            "oracle_accuracy": M.summarize([r.get("oracle_test_accuracy") for r in rows]),
-            "selected_epoch": M.summarize([r["selected_epoch"] for r in rows]),
-            "seconds": M.summarize([r["seconds"] for r in rows]),
-        }
+        entry: dict[str, Any] = {"runs": len(rows)}
+        for name, field in _METRICS.items():
+            if any(r.get(field) is not None for r in rows):
+                entry[name] = M.summarize([r.get(field) for r in rows])
+        if "accuracy" in entry:
+            by_repeat: dict[int, list[float]] = {}
+            for r in rows:
+                by_repeat.setdefault(r["repeat"], []).append(r["test_accuracy"])
+            entry["accuracy_repeat_means"] = M.summarize([float(np.mean(v)) for v in by_repeat.values()])
+        entry["oracle_accuracy"] = M.summarize([r.get("oracle_test_accuracy") for r in rows])
+        entry["selected_epoch"] = M.summarize([r["selected_epoch"] for r in rows])
+        entry["seconds"] = M.summarize([r["seconds"] for r in rows])
         retrievals = [r["instance_retrieval"] for r in rows if r.get("instance_retrieval")]
         if retrievals:
             entry["instance_retrieval"] = {tau: _mean_retrieval([x[tau] for x in retrievals]) for tau in retrievals[0]}

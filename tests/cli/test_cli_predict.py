@@ -40,11 +40,16 @@ def test_predict_image_bags(capsys, digits_run, tmp_path):
 
 def test_predict_feature_table_with_standardiser(capsys, table_run, table_file, tmp_path):
     path, sizes = table_file
-    code, _, _ = run_cli(capsys, "predict", str(table_run / "best.pt"), str(path), "--out", str(tmp_path),
-                         "--no-progress")  # fmt: skip
+    # the run's own data: by default its held-out fold, and the output says so
+    code, out, _ = run_cli(capsys, "predict", str(table_run / "best.pt"), str(path), "--out", str(tmp_path / "held"),
+                           "--no-progress")  # fmt: skip
+    assert code == 0 and "held-out (test) bags of the run" in out
+    assert len(read_csv(tmp_path / "held" / "bags.csv")) == len(sizes) // 2
+    code, _, _ = run_cli(capsys, "predict", str(table_run / "best.pt"), str(path), "--out", str(tmp_path / "all"),
+                         "--split", "all", "--no-progress")  # fmt: skip
     assert code == 0
-    bags = read_csv(tmp_path / "bags.csv")
-    inst = read_csv(tmp_path / "instances.csv")
+    bags = read_csv(tmp_path / "all" / "bags.csv")
+    inst = read_csv(tmp_path / "all" / "instances.csv")
     assert len(bags) == len(sizes) and len(inst) == sum(sizes)
     assert [int(b["n_instances"]) for b in bags] == sizes
     assert [b["label"] for b in bags] == [str(i % 2) for i in range(len(sizes))]
@@ -73,8 +78,8 @@ def test_explain_image_bags_draws_tiles(capsys, digits_run, tmp_path):
 def test_explain_feature_bags_draws_ranked_bars(capsys, table_run, table_file, tmp_path):
     path, _ = table_file
     code, out, _ = run_cli(capsys, "explain", str(table_run), str(path), "--bags", "3", "--select", "first",
-                           "--out", str(tmp_path), "--no-progress")  # fmt: skip
-    assert code == 0 and "ranked bar charts" in out
+                           "--split", "all", "--out", str(tmp_path), "--no-progress")  # fmt: skip
+    assert code == 0 and "ranked bar charts" in out and "all 24 bags" in out
     pictures = sorted(tmp_path.glob("bag_*.png"))
     assert [p.name for p in pictures] == ["bag_bag00.png", "bag_bag01.png", "bag_bag02.png"]
     for p in pictures:

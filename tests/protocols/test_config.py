@@ -62,7 +62,7 @@ def test_method_subset_override():
         ("train.lrr=1", "unknown key.*lrr.*valid keys"),
         ("train.epochs=ten", "train.epochs must be an integer"),
         ("train.lr=-1", "lr must be in \\(0, 1\\]"),
-        ("protocol.kind=bootstrap", "kind must be 'cv' or 'fixed'"),
+        ("protocol.kind=bootstrap", "kind must be one of cv, fixed, all"),
         ("train.amp=maybe", "must be true or false"),
         ("nonsense", "key=value"),
         ("bogus.key=1", "unknown config key 'bogus'"),

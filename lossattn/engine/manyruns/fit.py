@@ -8,11 +8,11 @@ from typing import Any
 
 from lossattn.engine.checkpoint import model_identity, save_model_file
 from lossattn.engine.config import TrainConfig
-from lossattn.engine.loop import Trainer
+from lossattn.engine.loop import Trainer, write_history
 from lossattn.engine.manyruns.arch import unsupported_reason
 from lossattn.engine.manyruns.trainer import VectorizedTrainer
 from lossattn.engine.results import FitResult
-from lossattn.engine.tasks import task_for
+from lossattn.engine.tasks import task_for, with_threshold
 
 __all__ = ["BACKENDS", "fit_many"]
 
@@ -64,9 +64,12 @@ def fit_many(
         return results
     results = VectorizedTrainer(models, config, seeds).fit(train_sets, vals, tests)
     for fit, seed, run_dir, md in zip(results, seeds, dirs, meta, strict=True):
+        task = task_for(fit.model)
+        fit.val, fit.test, threshold = with_threshold(task, fit.model, config.threshold, fit.val, fit.test)
         if run_dir is not None:  # the batched backend keeps no run folders of its own: write best.pt here
             state = {k: v.detach().clone() for k, v in fit.model.state_dict().items()}
-            identity = model_identity(fit.model, config, seed, task_for(fit.model).name)
+            identity = model_identity(fit.model, config, seed, task.name)
             record = {**identity, "model": state, "epoch": fit.selected_epoch, **(md or {}), "engine": "vectorized"}
-            save_model_file(Path(run_dir) / "best.pt", record)
+            save_model_file(Path(run_dir) / "best.pt", {**record, "decision_threshold": threshold})
+            write_history(run_dir, fit.history)
     return results
