@@ -68,7 +68,7 @@ def _describe_bags(ds) -> list[list[Any]]:
     ]
     if getattr(ds, "has_labels", True):
         counts = ds.class_counts()
-        values = getattr(ds, "label_values", None) or getattr(ds, "class_names", None)
+        values = getattr(ds, "class_names", None) or getattr(ds, "label_values", None)
         balance = " / ".join(
             f"{values[k] if values and k < len(values) else k}: {int(c)}" for k, c in enumerate(counts)
         )

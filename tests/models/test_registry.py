@@ -98,7 +98,7 @@ def test_bad_head_classes_reduction_lambda():
         lossattn.create_model("loss_attention", in_features=4, num_classes=1)
     with pytest.raises(ValueError, match="reductions must be one of"):
         lossattn.create_model("loss_attention", in_features=4, reduction="median")
-    with pytest.raises(ValueError, match="lam must be >= 0"):
+    with pytest.raises(ValueError, match="lam \\(λ\\) must be a finite number >= 0"):
         lossattn.create_model("loss_attention", in_features=4, lam=-0.1)
     with pytest.raises(ValueError, match="unknown pooling 'sum'; valid poolings: max, mean"):
         lossattn.create_model("minet_rc", in_features=4, pool="sum")
