@@ -34,6 +34,7 @@ __all__ = [
     "masked_sum",
     "default_mask",
     "input_checks",
+    "needs_static_shapes",
     "REDUCTIONS",
 ]
 
@@ -90,6 +91,17 @@ def input_checks(enabled: bool) -> Iterator[None]:
         _CHECKS_ENABLED = previous
 
 
+def needs_static_shapes(*tensors: Tensor | None) -> bool:
+    """Whether any of ``tensors`` is a ``torch.func`` transform's wrapper (inside ``vmap`` / ``grad``).
+
+    There a tensor's values cannot steer Python (``bool(t)``, ``t.item()`` and boolean indexing with a
+    data-dependent size raise), so the value checks are skipped and the models take their static-shape path
+    (:meth:`lossattn.models.base.MILModel.embed`).
+    """
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return is_wrapped is not None and any(t is not None and is_wrapped(t) for t in tensors)
+
+
 def default_mask(x: Tensor) -> Tensor:
     """All-True mask ``(B, N)`` for a batch without padding."""
     return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -129,7 +141,7 @@ def check_bags(x: Tensor, mask: Tensor | None = None, *, name: str = "features")
                 f"mask shape {tuple(mask.shape)} does not match the first two dims of {name} "
                 f"{tuple(x.shape)}; expected {tuple(x.shape[:2])}"
             )
-    if not _CHECKS_ENABLED:
+    if not _CHECKS_ENABLED or needs_static_shapes(x, mask):
         return mask
     counts = mask.sum(dim=1)
     if bool((counts == 0).any()):
@@ -151,7 +163,11 @@ def check_targets(target: Tensor, num_classes: int, batch_size: int) -> Tensor:
         raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != (batch_size,):
         raise ValueError(f"target must have shape ({batch_size},), got {tuple(target.shape)}")
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+    if (
+        target.numel()
+        and not needs_static_shapes(target)
+        and (int(target.min()) < 0 or int(target.max()) >= num_classes)
+    ):
         bad = target[(target < 0) | (target >= num_classes)].unique().tolist()
         raise ValueError(f"target values {bad} are out of range; expected classes 0..{num_classes - 1}")
     return target.long()

@@ -9,6 +9,7 @@ extractor takes the image and its feature-map positions are the instances.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -66,6 +67,11 @@ class MILModel(nn.Module):
         """Instance features ``h (B, N, D)`` (0 at padding) and the validated mask ``(B, N)``."""
         mask = LF.check_bags(x, mask, name="instances")
         B, N = mask.shape
+        if LF.needs_static_shapes(x, mask):
+            # inside torch.func.vmap the real instances cannot be gathered (their number is data): the
+            # extractor runs on every position (row by row: real rows are unchanged), padding is zeroed
+            h = self.extractor(x.reshape(B * N, *x.shape[2:])).reshape(B, N, -1)
+            return torch.where(mask.unsqueeze(-1), h, h.new_zeros(())), mask  # (B, N, D)
         if N == 1 or bool(mask.all()):  # no padding: skip the gather/scatter
             return self.extractor(x.reshape(B * N, *x.shape[2:])).reshape(B, N, -1), mask
         real = self.extractor(x[mask])  # (M, D), M = number of real instances

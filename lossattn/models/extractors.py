@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lossattn import functional as LF
 from lossattn.models.registry import EXTRACTORS
 
 __all__ = ["MLPExtractor", "LeNet5", "CifarBagsCNN", "IdentityExtractor", "create_extractor", "list_extractors"]
@@ -52,11 +53,13 @@ def conv_pool_features(conv: nn.Sequential, x: Tensor) -> Tensor:
     ``max_pool2d`` is about 8x slower on CPU than its channels-last kernel, and a convolution of a 1- or
     3-channel NCHW input returns NCHW, so without the switch both pools run the slow kernel. The later
     layers keep channels-last by themselves. (LeNet5 forward+backward on 10 MNIST instances, one thread:
-    4.3 ms -> 3.1 ms.) CUDA inputs run the stack unchanged.
+    4.3 ms -> 3.1 ms.) CUDA inputs, and inputs inside ``torch.func.vmap`` (which has no channels-last
+    batching rule), run the stack unchanged.
     """
+    switch = x.device.type == "cpu" and not LF.needs_static_shapes(x)
     for index, layer in enumerate(conv):
         x = layer(x)
-        if index == 0 and x.device.type == "cpu":
+        if index == 0 and switch:
             x = x.contiguous(memory_format=torch.channels_last)
     return x
 
