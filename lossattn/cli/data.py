@@ -10,7 +10,17 @@ from typing import Any
 import numpy as np
 
 from lossattn import datasets as D
-from lossattn.cli.common import CLIError, Formatter, add_common, format_table, kv_table, say, wrap
+from lossattn.cli.common import (
+    CLIError,
+    Formatter,
+    add_common,
+    check_output_folder,
+    format_table,
+    kv_table,
+    positive_int,
+    say,
+    wrap,
+)
 from lossattn.cli.dataopts import add_data_options, data_kwargs
 from lossattn.cli.experiment import DEFAULT_PRESETS, FALLBACK_PRESET
 from lossattn.datasets.catalog import get_spec
@@ -142,6 +152,28 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_make_slides(args: argparse.Namespace) -> int:
+    from lossattn.slides import make_synthetic_slides
+
+    out = check_output_folder(args.out)
+    say(f"Writing a synthetic slide set ({args.preset} preset) to {out} ...")
+    info = make_synthetic_slides(
+        out, num_slides=args.num_slides, feature_dim=args.feature_dim, num_classes=args.classes, dtype=args.dtype,
+        seed=args.seed, preset=args.preset, overwrite=args.overwrite,
+    )  # fmt: skip
+    sizes = np.asarray(info.num_patches)
+    lesion = int(sum(info.lesion_patches))
+    say(
+        f"{len(info.slide_ids)} slides of {len(set(info.case_ids))} cases, {int(sizes.sum())} patches "
+        f"({int(sizes.min())}–{int(sizes.max())} per slide), {info.feature_dim}-d {info.dtype}, "
+        f"{info.total_bytes / 2**20:.1f} MiB; {sum(1 for y in info.labels if y)} slides with lesions "
+        f"({lesion} lesion patches, the ground truth in each file's instance_labels)"
+    )
+    say(f"Wrote {out}/manifest.csv (slide_id, case_id, label, split), {out}/h5_files/*.h5, {out}/truth.json")
+    say(f"Next: lossattn data info {out}   |   lossattn cv -d {out} -m loss_attention,attention")
+    return 0
+
+
 def run_fetch(args: argparse.Namespace) -> int:
     name = _spec_name(args.name)
     info = D.dataset_info(name, args.data_dir)
@@ -171,7 +203,7 @@ def add_parser(sub, add) -> None:
         "data",
         "datasets: list, describe, download",
         "examples:\n  lossattn data list\n  lossattn data info musk1\n  lossattn data info ./my_bags/\n"
-        "  lossattn data fetch fox --data-dir ~/data/mil",
+        "  lossattn data fetch fox --data-dir ~/data/mil\n  lossattn data make-slides slides/ --preset small",
         lambda a: (a.data_parser.print_help(), 2)[1],
     )
     p.set_defaults(data_parser=p)
@@ -195,6 +227,28 @@ def add_parser(sub, add) -> None:
     q.add_argument("--data-dir", metavar="DIR", help="data root to inspect")
     q.add_argument("--no-load", action="store_true", help="do not load the data (only the catalogue entry)")
     add_data_options(q)
+    add_common(q)
+    q = dsub.add_parser(
+        "make-slides",
+        help="write a synthetic whole-slide benchmark (CLAM layout, lesion ground truth) to try the slide pipeline",
+        description="Write a seeded synthetic slide set in the CLAM / TRIDENT layout: h5_files/<slide>.h5 with "
+        "features (N, D), coords (N, 2) and the patch-level lesion truth (instance_labels), plus manifest.csv "
+        "(slide_id, case_id, label, split). Positive slides hold spatially contiguous lesion regions whose patches "
+        "carry the class signal; every slide of a case shares its label and split.",
+        epilog="examples:\n  lossattn data make-slides slides/ --preset small\n"
+        "  lossattn data make-slides big/ --preset default      # 120 slides, 1024-d, about 2 GiB",
+        formatter_class=Formatter,
+    )
+    q.set_defaults(func=run_make_slides)
+    q.add_argument("out", metavar="DIR")
+    q.add_argument("--preset", default="small", choices=("tiny", "small", "default"),
+                   help="sizes: tiny (12 slides, 32-d), small (60 slides, 64-d; default), default (120 slides, 1024-d)")  # fmt: skip
+    q.add_argument("--num-slides", type=positive_int, metavar="N", help="number of slides (default: the preset's)")
+    q.add_argument("--feature-dim", type=positive_int, metavar="D", help="feature width (default: the preset's)")
+    q.add_argument("--classes", type=positive_int, metavar="K", help="classes incl. 0 = no lesion (default 2)")
+    q.add_argument("--dtype", choices=("float32", "float16"), help="feature dtype on disk (default float32)")
+    q.add_argument("--seed", type=int, default=0, metavar="N", help="seed (the same seed writes the same files)")
+    q.add_argument("--overwrite", action="store_true", help="replace a slide set already in DIR")
     add_common(q)
     q = dsub.add_parser(
         "fetch",

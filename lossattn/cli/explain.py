@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lossattn.cli.checkpoints import add_checkpoint_options, load_checkpoint_args, load_data_args, load_images_args
-from lossattn.cli.common import CLIError, progress_enabled, say
+from lossattn.cli.common import CLIError, check_output_folder, finite_float, positive_int, progress_enabled, say
 from lossattn.inference.images import predict_images
 from lossattn.inference.predict import predict_bags
 from lossattn.plots import ImageBag, plot_image_bags, plot_ranked_weights, plot_weight_map
@@ -93,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
     say(f"Checkpoint: {trained.path}  [{trained.describe()}]")
     say(f"Data: {resolved.description}")
     pred = predict_bags(trained, ds, batch_size=args.batch_size, device=device, progress=progress_enabled(args))
-    chosen = _pick_bags(pred, args.bags, args.select, args.seed)
-    out = Path(args.out)
+    chosen = _chosen(pred, args)
+    out = check_output_folder(args.out)
     raw = resolved.dataset  # draw the instances as loaded, not standardised
+    if pred.coords is not None:
+        return _explain_slides(args, trained, pred, chosen, out)
     shape = tuple(raw.instance_shape)
     written = []
     label = trained.method or trained.model_name
@@ -128,6 +130,63 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chosen(pred, args: argparse.Namespace) -> list[int]:
+    """The bags to draw: those named by ``--bag``, else ``--bags`` of them by ``--select``."""
+    if not args.bag:
+        return _pick_bags(pred, args.bags, args.select, args.seed)
+    index = {name: i for i, name in enumerate(pred.names)}
+    missing = [name for name in args.bag if name not in index]
+    if missing:
+        shown = ", ".join(pred.names[:5]) + (" ..." if len(pred.names) > 5 else "")
+        raise CLIError(f"--bag {missing[0]!r} is not among the {len(pred)} bags of the data ({shown})",
+                       "give a bag (slide) name of the data, or use --bags N")  # fmt: skip
+    return [index[name] for name in args.bag]
+
+
+def _explain_slides(args: argparse.Namespace, trained, pred, chosen: list[int], out: Path) -> int:
+    """Whole-slide bags: a heatmap PNG from the patch coordinates and a GeoJSON for QuPath, per slide."""
+    from lossattn.slides import draw_heatmap, write_geojson
+
+    if pred.weights is None:
+        raise CLIError(
+            "this model gives no instance weights: there is no heatmap to draw",
+            "explain a model with weights (loss_attention, attention, gated_attention)",
+        )
+    label = trained.method or trained.model_name
+    written = []
+    for i in chosen:
+        name, coords, weights = pred.names[i], pred.coords[i], pred.weights[i]
+        k = int(pred.predicted[i])
+        title = f"{label} — {name}: predicted {pred.value_of(k)} (p={pred.probabilities[i, k]:.2f})"
+        if pred.labels is not None and pred.labels[i] >= 0:
+            title += f", label {pred.value_of(int(pred.labels[i]))}"
+        thumbnail = _thumbnail(args.thumbnails, name)
+        png = out / f"heatmap_{_safe_name(name)}.png"
+        draw_heatmap(coords, weights, png, patch_size=args.patch_size, thumbnail=thumbnail,
+                     thumbnail_downsample=args.thumbnail_downsample if thumbnail is not None else None, title=title)  # fmt: skip
+        geojson = out / f"{_safe_name(name)}.geojson"
+        top = None if args.geojson_top is None else max(1, int(round(args.geojson_top * len(weights))))
+        write_geojson(geojson, coords, weights, patch_size=args.patch_size, top_k=top, merge=args.geojson_regions)
+        written += [png, geojson]
+    say(f"\nWrote {len(written)} file(s) to {out}/ (per slide: a heatmap of the weights drawn from the patch "
+        "coordinates, patches coloured by rank within the slide; a GeoJSON of the patches that QuPath imports "
+        "with File > Import objects):")  # fmt: skip
+    for p in written:
+        say(f"  {p}")
+    return 0
+
+
+def _thumbnail(folder: str | None, name: str) -> Path | None:
+    """``<folder>/<slide name>.{png,jpg,jpeg,tif,tiff}``, if any."""
+    if folder is None:
+        return None
+    for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        path = Path(folder) / f"{name}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
 def add_parser(sub, add) -> None:
     p = add(
         "explain",
@@ -137,7 +196,8 @@ def add_parser(sub, add) -> None:
         "  lossattn explain runs/digits_bags/train/loss_attention/r0 digits-bags-multi --out pictures/\n"
         "  lossattn explain best.pt musk1 --split all --bags 6 --select first --out pictures/\n"
         "  lossattn explain results/table5/size_all/loss_attention/r0 tinyimagenet --bags 8   # + boxes\n"
-        "  lossattn explain results/table4/size_1000/loss_attention/r0 ./my_photos/ --out maps/",
+        "  lossattn explain results/table4/size_1000/loss_attention/r0 ./my_photos/ --out maps/\n"
+        "  lossattn explain runs/slides/loss_attention/r0 slides/ --bag slide_0005 --out heatmaps/  # PNG + GeoJSON",
         run,
     )
     add_checkpoint_options(p, data_required=False)
@@ -150,3 +210,15 @@ def add_parser(sub, add) -> None:
         help="which bags: predicted non-negative first (default), the first N, or N at random",
     )
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of --select random")
+    p.add_argument("--bag", action="append", metavar="NAME", help="draw this bag / slide (repeatable)")
+    s = p.add_argument_group("whole-slide bags (data with patch coordinates)")
+    s.add_argument("--patch-size", type=positive_int, metavar="PX",
+                   help="patch side in level-0 pixels (default: inferred from the coordinate grid)")  # fmt: skip
+    s.add_argument("--thumbnails", metavar="DIR",
+                   help="draw the heatmap over DIR/<slide>.png (or .jpg/.tif) when it exists")  # fmt: skip
+    s.add_argument("--thumbnail-downsample", type=finite_float, metavar="F",
+                   help="level-0 pixels per thumbnail pixel (default: fitted to the patch grid)")  # fmt: skip
+    s.add_argument("--geojson-top", type=finite_float, metavar="FRACTION",
+                   help="GeoJSON: only the highest-weighted fraction of patches, e.g. 0.05 (default: every patch)")  # fmt: skip
+    s.add_argument("--geojson-regions", action="store_true",
+                   help="GeoJSON: merge touching patches into region annotations (with --geojson-top)")  # fmt: skip

@@ -26,6 +26,8 @@ _CV_COLUMNS = (
     ("accuracy", "accuracy"),
     ("micro_f1", "micro-F1"),
     ("map", "mAP"),
+    ("patch_ap", "patch AP"),
+    ("froc", "FROC"),
 )
 
 
@@ -85,9 +87,14 @@ def run_train(args: argparse.Namespace) -> int:
     headers += ["test bal. acc", "test AUC", "test acc"] if has_test else ["val bal. acc", "val AUC", "val acc"]
     headers += ["epoch", "P@0.5", "R@0.5", "F@0.5", "time (s)"]
     prefix = "test" if has_test else "val"
+    slides = any("test_patch_ap" in r for r in result["runs"])  # big bags: α > 0.5 retrieves nothing; rank instead
+    if slides:
+        headers[headers.index("P@0.5") : headers.index("F@0.5") + 1] = ["patch AP", "FROC"]
     rows = []
     for r in result["runs"]:
         ret = (r.get("instance_retrieval") or {}).get("0.5") or {}
+        localization = [r.get("test_patch_ap"), r.get("test_froc")] if slides else [
+            ret.get("precision"), ret.get("recall"), ret.get("f1")]  # fmt: skip
         rows.append(
             [
                 r["method"],
@@ -95,9 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
                 r.get(f"{prefix}_auc"),
                 r.get(f"{prefix}_accuracy"),
                 r["selected_epoch"] + 1,
-                ret.get("precision"),
-                ret.get("recall"),
-                ret.get("f1"),
+                *localization,
                 f"{r['seconds']:.1f}",
             ]
         )
@@ -137,6 +142,11 @@ def cv_table(summary: dict[str, Any]) -> tuple[str, str]:
         "test bags, mean ± std over runs; bal. acc = balanced accuracy (mean recall of the classes: 1/K for a model "
         "that predicts one class); epoch: mean selected epoch (validation)"
     )
+    if any("patch_ap" in e for e in summary.values()):
+        note += (
+            "\npatch AP: average precision of the instance weights against the known positive instances (pooled over "
+            "bags); FROC: CAMELYON16 lesion FROC score of the weights (whole-slide data with coordinates)"
+        )
     if oracle:
         note += "\n* best test accuracy over epochs (the reference code's test-set selection): for comparison only"
     return format_table(headers, rows), note

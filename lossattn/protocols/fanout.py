@@ -54,6 +54,10 @@ def engine_reason(cfg: ExperimentConfig, method: str, runs: int, engine: str) ->
     """
     if engine == "trainer":
         return "engine=trainer"
+    if Path(cfg.data.name).is_dir():
+        return (
+            "bags read from disk one at a time (a feature folder); the batched engine holds every run's bags in memory"
+        )
     reason = method_unsupported_reason(cfg, method)
     if reason is None and engine == "auto" and runs < 2:
         return "a single run"

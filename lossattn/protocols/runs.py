@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -26,6 +27,7 @@ from lossattn.io import atomic_write_json, atomic_write_text, versions
 from lossattn.models.registry import create_model
 from lossattn.protocols.config import ExperimentConfig, config_from_dict, config_to_dict
 from lossattn.protocols.data import is_generator, load_dataset, make_generated
+from lossattn.slides.localization import localization_scores
 
 __all__ = [
     "PreparedRun",
@@ -81,7 +83,8 @@ def _cached(key: str, build):
 def prepare_split(cfg: ExperimentConfig, repeat: int, fold: int | None, return_scaler: bool = False):
     """The (train, val, test) bag datasets of one split, standardised on the training bags if asked.
 
-    ``test`` is None for ``protocol.kind == "all"``. With ``return_scaler`` the fitted
+    ``test`` is None for ``protocol.kind == "all"``. A fixed split of data whose split column also names validation
+    bags (``val``, ``valid``, ``validation``) uses them instead of carving a validation split. With ``return_scaler`` the fitted
     :class:`~lossattn.datasets.Standardizer` (or None) is returned too.
     """
     p, data_cfg = cfg.protocol, cfg.data
@@ -107,6 +110,10 @@ def prepare_split(cfg: ExperimentConfig, repeat: int, fold: int | None, return_s
         test = _cached(data_key + f"|test|{repeat}", lambda: make_generated(data_cfg, "test", seed + 500_000))
     else:
         train_all, test = full.subset(D.split_indices(full, "train")), full.subset(D.split_indices(full, "test"))
+        named_val = _named_validation(full)
+        if named_val is not None:  # the data's own validation split (train/val/test columns, as CLAM writes)
+            val = full.subset(named_val)
+            return _standardised(data_cfg, train_all, val, test, return_scaler)
     if p.val_fraction > 0:
         tr, va = D.train_val_split(
             train_all.labels, val_fraction=p.val_fraction, seed=seed, groups=_groups(train_all, p)
@@ -114,6 +121,24 @@ def prepare_split(cfg: ExperimentConfig, repeat: int, fold: int | None, return_s
         train, val = train_all.subset(tr), train_all.subset(va)
     else:
         train, val = train_all, None
+    return _standardised(data_cfg, train, val, test, return_scaler)
+
+
+#: values of a split column that name the validation bags of a fixed split
+VALIDATION_SPLITS = ("val", "valid", "validation")
+
+
+def _named_validation(dataset) -> Any:
+    splits = getattr(dataset, "splits", None)
+    if splits is None:
+        return None
+    values = np.asarray(splits)
+    idx = np.flatnonzero(np.isin(values, VALIDATION_SPLITS))
+    return idx if idx.size else None
+
+
+def _standardised(data_cfg, train, val, test, return_scaler: bool):
+    """The split with features standardised on the training bags (never on validation or test bags)."""
     scaler = None
     if data_cfg.standardize:
         scaler = D.Standardizer().fit(train)
@@ -229,7 +254,16 @@ def run_record(run: PreparedRun, fit: FitResult) -> dict[str, Any]:
     retrieval = fit.test.retrieval() if task.name == "single_label" and fit.test is not None else None
     if retrieval is not None:
         record["instance_retrieval"] = {str(t): v for t, v in retrieval.items()}
+        record.update({f"test_{k}": v for k, v in _localization(fit.test, run.test).items()})
     return record
+
+
+def _localization(result, test) -> dict[str, float]:
+    """Patch AP (and, for whole-slide data with coordinates, the FROC score) of the test weights."""
+    if result.weights is None or result.instance_labels is None:
+        return {}
+    coords = [test.coords(i) for i in range(len(test))] if getattr(test, "has_coords", False) else None
+    return localization_scores(result.weights, result.instance_labels, coords)
 
 
 def finish_run(run: PreparedRun, fit: FitResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -76,6 +76,8 @@ _METRICS = {
     "macro_f1": "test_macro_f1",
     "map": "test_map",
     "hamming": "test_hamming",
+    "patch_ap": "test_patch_ap",
+    "froc": "test_froc",
 }
 
 

@@ -28,12 +28,14 @@ from .localization import (
     average_precision,
     froc,
     local_maxima,
+    localization_scores,
     normalize_weights,
     patch_average_precision,
 )
 from .synthetic import SLIDE_PRESETS, SlideSetInfo, make_synthetic_slides
 
 __all__ = [
+    "localization_scores",
     "SLIDE_PRESETS",
     "SlideSetInfo",
     "make_synthetic_slides",

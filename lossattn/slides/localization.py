@@ -54,6 +54,7 @@ from scipy.stats import rankdata
 from .grid import as_coords, connected_components, grid_positions
 
 __all__ = [
+    "localization_scores",
     "NORMALIZATIONS",
     "CAMELYON16_FP_RATES",
     "normalize_weights",
@@ -382,3 +383,29 @@ def froc(
         num_lesions=num_lesions,
         num_slides=n,
     )
+
+
+def localization_scores(
+    weights_per_bag: Sequence[Any], truth_per_bag: Sequence[Any], coords_per_bag: Sequence[Any] | None = None
+) -> dict[str, float]:
+    """The localization figures of a run's test bags: patch AP (pooled and per-bag mean) and, with coordinates,
+    the FROC score; an empty dict when no instance is a known positive (nothing to localize).
+
+    Instances with unknown label (``-1``) are left out. This is the slide-scale analogue of the paper's Figure 2:
+    how well the weights find the instances that carry the label.
+    """
+    weights, truth, coords = [], [], []
+    for i, (w, y) in enumerate(zip(weights_per_bag, truth_per_bag, strict=True)):
+        y = np.asarray(y)
+        known = y >= 0
+        weights.append(np.asarray(w, dtype=np.float64)[known])
+        truth.append(y[known] > 0)
+        if coords_per_bag is not None:
+            coords.append(np.asarray(coords_per_bag[i])[known])
+    if not any(t.any() for t in truth):
+        return {}
+    ap = patch_average_precision(weights, truth)
+    out = {"patch_ap": ap.pooled, "patch_ap_bag_mean": ap.slide_mean}
+    if coords_per_bag is not None:
+        out["froc"] = froc(weights, truth, coords).score
+    return out

@@ -51,6 +51,8 @@ def fit_many(
     if not (len(seeds) == len(train_sets) == len(vals) == len(tests) == len(dirs) == len(meta) == R):
         raise ValueError(f"fit_many needs one seed, training set, (val, test, run dir, metadata) per model ({R})")
     reason = next((r for m in models if (r := unsupported_reason(m, config)) is not None), None) if R else None
+    if reason is None and not all(hasattr(ds, "to_flat") for ds in train_sets):
+        reason = "bags read from disk one at a time; the batched backend holds every run's bags in memory"
     if backend == "vectorized" and reason is not None:
         raise ValueError(f"the vectorized backend cannot train these runs: {reason}")
     if backend == "loop" or reason is not None or R == 0:
