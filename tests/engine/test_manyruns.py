@@ -270,13 +270,24 @@ def test_run_experiment_vectorized_records_match_the_trainer(tmp_path):
 def test_auto_engine_falls_back_per_method(tmp_path):
     path = tmp_path / "bags.csv"
     write_table(path, n_bags=18)
-    extra = {"embedding_max": MethodConfig("embedding_max", {"extractor_kwargs": {"hidden": [8]}})}
+    mlp = {"extractor_kwargs": {"hidden": [8]}}
+    extra = {
+        "embedding_max": MethodConfig("embedding_max", mlp),  # the torch.func backend only
+        "two_per_step": MethodConfig("embedding_max", mlp, train={"batch_size": 2}),  # no batched backend
+    }
     cfg = experiment(path, dropout=0.2, extra_methods=extra)
     with pytest.raises(ValueError, match="embedding_max"):
         run_experiment(cfg, engine="vectorized")
+    with pytest.raises(ValueError, match="two_per_step"):
+        run_experiment(cfg, engine="func")
     res = run_experiment(cfg, engine="auto")
     engines = {r["method"]: r.get("engine") for r in res["runs"]}
-    assert engines == {"loss_attention": "vectorized", "gated_attention": "vectorized", "embedding_max": "loop"}
+    assert engines == {
+        "loss_attention": "vectorized",
+        "gated_attention": "vectorized",
+        "embedding_max": "func",
+        "two_per_step": "loop",
+    }
     # records come back in plan order
     assert [(r["method"], r["fold"]) for r in res["runs"]] == [(s.method, s.fold) for s in plan_runs(cfg)]
     with pytest.raises(ValueError, match="unknown engine"):
