@@ -422,7 +422,7 @@ class FuncVectorizedTrainer:
             p = params if k == R else {n: v[:k] for n, v in params.items()}
             grads, (loss, aux) = self._grad_step(p, *self._inputs(np.arange(k), t, data))
             for key, v in {"total": loss, **aux}.items():
-                sums.setdefault(key, torch.zeros(R, device=self.device))[:k] += v
+                _sum_of(sums, key, R, self.device)[:k] += v
             return grads
         self.stats["bucketed_steps"] += 1
         for runs in buckets:
@@ -432,7 +432,7 @@ class FuncVectorizedTrainer:
             for n in params:
                 gbuf[n].index_copy_(0, idx, g[n])
             for key, v in {"total": loss, **aux}.items():
-                sums.setdefault(key, torch.zeros(R, device=self.device)).index_add_(0, idx, v)
+                _sum_of(sums, key, R, self.device).index_add_(0, idx, v)
         return {n: v[:k] for n, v in gbuf.items()}
 
     def _adam(self, active, classes, adam_state, grads, steps, sched, fused) -> None:
@@ -456,6 +456,13 @@ class FuncVectorizedTrainer:
             torch._fused_adam_(ps, gs, ms, vs, [], sts, amsgrad=False, maximize=False, **kw)
         else:
             adam_reference(ps, gs, ms, vs, sts, **kw)
+
+
+def _sum_of(sums: dict[str, Tensor], key: str, R: int, device: torch.device) -> Tensor:
+    """The per-run sum ``(R,)`` of ``key``, created as zeros at its first step of the epoch."""
+    if key not in sums:
+        sums[key] = torch.zeros(R, device=device)
+    return sums[key]
 
 
 def _result(ev: EpochEval, preds: list, r: int, bags: slice) -> EvalResult:
