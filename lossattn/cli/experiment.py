@@ -265,8 +265,9 @@ def add_experiment_options(p: argparse.ArgumentParser, command: str) -> None:
                    help="binary models: argmax (0.5) or the threshold that maximises balanced accuracy on the "
                    "validation bags (train.threshold)")  # fmt: skip
     h.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="auto (default): the batched many-runs engine for the methods it supports, one run at a "
-                   "time for the rest; trainer: always one run at a time; vectorized: batched or an error")  # fmt: skip
+                   help="auto (default): the batched many-runs engine for the methods it supports, the torch.func "
+                   "batched engine for the other bag models, one run at a time for the rest; trainer: always one run "
+                   "at a time; vectorized / func: batched by that engine or an error")  # fmt: skip
     h.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 or auto")
     h.add_argument("--threads", type=positive_int, metavar="N",
                    help="torch threads per process (default: the free cores shared by --jobs)")  # fmt: skip

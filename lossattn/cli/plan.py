@@ -1,8 +1,8 @@
 """The run plan a ``train`` / ``cv`` command prints before it starts: runs, engine, threads, estimated time.
 
 The estimate comes from a measurement, not a guess: each method's first run trains one epoch on at most
-:data:`CALIBRATION_BAGS` of its training bags through the backend it will use (the batched engine on a group
-of runs where it applies), and the time per bag-epoch is scaled to the plan.
+:data:`CALIBRATION_BAGS` of its training bags through the backend it will use (a batched backend on a group
+of runs where one applies), and the time per bag-epoch is scaled to the plan.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ import numpy as np
 from lossattn.cli.common import CLIError
 from lossattn.engine.manyruns import fit_many
 from lossattn.engine.runtime import ThreadPlan, default_threads
-from lossattn.protocols.fanout import engine_reason
+from lossattn.protocols.fanout import method_engine
 from lossattn.protocols.runs import RunSpec, prepare_run
 
-__all__ = ["CALIBRATION_BAGS", "Plan", "guard_finished_runs", "make_plan", "remove_if_unused"]
+__all__ = ["BACKEND_NAMES", "CALIBRATION_BAGS", "Plan", "guard_finished_runs", "make_plan", "remove_if_unused"]
 
 #: training bags one calibration epoch uses at most
 CALIBRATION_BAGS = 48
+
+#: how the plan names each batched backend of :func:`~lossattn.engine.manyruns.fit_many`
+BACKEND_NAMES = {"vectorized": "batched many-runs engine", "func": "batched (torch.func)"}
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Plan:
     """What a command is about to do."""
 
     specs: list[RunSpec]
-    engines: dict[str, str]  # method -> "batched" | "one run at a time (why)"
+    engines: dict[str, str]  # method -> a BACKEND_NAMES value | "one run at a time (why)"
     threads: ThreadPlan
     jobs: int
     seconds: dict[str, float] = field(default_factory=dict)  # method -> estimated wall seconds
@@ -78,23 +81,26 @@ def make_plan(cfg, specs: list[RunSpec], engine: str, jobs: int, estimate: bool 
     else:
         threads = ThreadPlan(cfg.train.threads, threads.cores, threads.busy, jobs)
     engines: dict[str, str] = {}
+    backends: dict[str, str] = {}
     for method in dict.fromkeys(s.method for s in specs):
-        reason = engine_reason(cfg, method, sum(s.method == method for s in specs), engine)
-        engines[method] = "batched many-runs engine" if reason is None else f"one run at a time ({reason})"
+        backend, reason = method_engine(cfg, method, sum(s.method == method for s in specs), engine)
+        backends[method] = backend or "loop"
+        engines[method] = BACKEND_NAMES[backend] if backend is not None else f"one run at a time ({reason})"
     plan = Plan(list(specs), engines, threads, jobs)
     if estimate:
         for method in engines:
             mine = [s for s in specs if s.method == method]
-            plan.seconds[method] = _estimate(cfg, mine, batched=engines[method].startswith("batched"), jobs=jobs)
+            plan.seconds[method] = _estimate(cfg, mine, backend=backends[method], jobs=jobs)
     return plan
 
 
-def _estimate(cfg, specs: list[RunSpec], batched: bool, jobs: int) -> float:
+def _estimate(cfg, specs: list[RunSpec], backend: str, jobs: int) -> float:
     """Wall seconds of ``specs`` (one method), measured on a few bags of its first run.
 
     The first run's model trains 1 and then 2 epochs on at most :data:`CALIBRATION_BAGS` of its training bags
-    through the backend it will use (a group of runs for the batched engine); the difference is the time of one
-    epoch, the rest the fixed cost of a run (set-up, final evaluation). Both are scaled to the plan.
+    through the backend it will use (``"vectorized"`` / ``"func"``: a group of copies of the run, each batched
+    backend timed as itself; ``"loop"``: the one loop); the difference is the time of one epoch, the rest the
+    fixed cost of a run (set-up, final evaluation). Both are scaled to the plan.
     """
     import torch
 
@@ -105,7 +111,7 @@ def _estimate(cfg, specs: list[RunSpec], batched: bool, jobs: int) -> float:
     take = min(n_bags, CALIBRATION_BAGS)
     train = probe.train.subset(np.arange(take))
     val = None if probe.val is None else probe.val.subset(np.arange(min(len(probe.val), max(1, take // 4))))
-    group = min(len(specs), 8) if batched else 1
+    group = min(len(specs), 8) if backend != "loop" else 1
     rng_state = torch.get_rng_state()
 
     def timed(epochs: int) -> float:
@@ -115,7 +121,7 @@ def _estimate(cfg, specs: list[RunSpec], batched: bool, jobs: int) -> float:
         models = [copy.deepcopy(probe.model) for _ in range(group)]
         start = time.perf_counter()
         fit_many(models, config, [probe.seed + i for i in range(group)], [train] * group, [val] * group,
-                 backend="vectorized" if batched else "loop")  # fmt: skip
+                 backend=backend)  # fmt: skip
         return time.perf_counter() - start
 
     timed(1)  # warm-up: one-time costs (lazy imports, kernel selection) are no part of the plan

@@ -236,6 +236,20 @@ class BaseBagDataset(Dataset):
         self._require_labels("class_counts()")
         return np.bincount(self.labels, minlength=self.num_classes).astype(np.int64)
 
+    def to_arrays(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """All bags as NumPy arrays, the input of :mod:`lossattn.sklearn` and of most MIL toolkits.
+
+        Returns:
+            ``(bags, labels)``: a list of float32 arrays ``(n_i, num_features)`` (instances flattened) and
+            the int64 bag labels ``(num_bags,)`` (``-1`` for an unlabeled dataset). Reads every bag: for a
+            feature folder larger than memory, iterate the dataset instead.
+        """
+        bags = []
+        for i in range(len(self)):
+            x, _ = self._load(i)
+            bags.append(x.reshape(x.shape[0], -1).numpy())
+        return bags, np.asarray(self.labels, dtype=np.int64).copy()
+
     def iter_instance_chunks(self, chunk_size: int = 65536) -> Iterator[torch.Tensor]:
         """Yields all instances, flattened, in chunks.
 

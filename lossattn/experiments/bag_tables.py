@@ -65,8 +65,9 @@ def reproduce_table1(
         jobs / scheduler: fan-out of the runs (see :func:`run_experiment`).
         resume: reuse finished runs in ``out_dir``.
         root: data root (default: ``$LOSSATTN_DATA`` or the cache dir).
-        engine: ``"auto"`` trains groups of runs of a supported method as one vectorized computation
-            (same semantics, see :mod:`lossattn.engine.manyruns`), ``"trainer"`` one run at a time.
+        engine: ``"auto"`` trains groups of runs of a supported method as one batched computation (same
+            semantics, see :mod:`lossattn.engine.manyruns`: Loss-Attention and Attention with the hand-written
+            backend, the MI-Net baselines with the torch.func one), ``"trainer"`` one run at a time.
     """
     out = Path(out_dir)
     settings = {**(QUICK_TABLE1 if quick else {}), **(overrides or {})}

@@ -1,8 +1,8 @@
 """Run every run of an experiment — serially, in local worker processes (joblib) or on a Dask cluster.
 
 Runs are independent and seeded from (protocol seed, repeat, fold), so they can run in any order and place
-and give the same records. With a batched backend (``engine="auto"`` / ``"vectorized"``) the runs of one
-method form groups trained as one computation (:func:`lossattn.engine.manyruns.fit_many`).
+and give the same records. With a batched backend (``engine="auto"`` / ``"vectorized"`` / ``"func"``) the runs
+of one method form groups trained as one computation (:func:`lossattn.engine.manyruns.fit_many`).
 """
 
 from __future__ import annotations
@@ -18,50 +18,78 @@ import numpy as np
 import torch
 import yaml
 
-from lossattn.engine.manyruns import fit_many, unsupported_reason
+from lossattn.engine.manyruns import fit_many, func_unsupported_reason, unsupported_reason
 from lossattn.io import atomic_write_json, atomic_write_text, versions
 from lossattn.models.registry import create_model
 from lossattn.protocols.config import ExperimentConfig, config_from_dict, config_to_dict
 from lossattn.protocols.runs import RunSpec, execute_run, finish_run, plan_runs, prepare_run, read_finished
 from lossattn.protocols.summary import aggregate, protocol_description
 
-__all__ = ["ENGINES", "engine_reason", "method_unsupported_reason", "run_experiment", "run_group"]
+__all__ = ["ENGINES", "engine_reason", "method_engine", "method_unsupported_reason", "run_experiment", "run_group"]
 
-#: ``trainer``: every run alone through the one loop; ``vectorized``: each method's runs batched (a ValueError
-#: for a method it cannot batch); ``auto``: batched where possible, one at a time elsewhere
-ENGINES = ("trainer", "vectorized", "auto")
+#: ``trainer``: every run alone through the one loop; ``vectorized``: each method's runs batched by the
+#: hand-written backend (a ValueError for a method it cannot batch); ``func``: likewise by the torch.func backend
+#: (any single-label bag model whose forward vmaps; slower than ``vectorized`` where both apply); ``auto``:
+#: ``vectorized`` where it applies, else ``func``, else one run at a time
+ENGINES = ("trainer", "vectorized", "func", "auto")
+
+#: what each backend's unsupported-reason function is (on a probe model and the method's train config)
+_REASONS = {"vectorized": unsupported_reason, "func": func_unsupported_reason}
 
 # One run at a time per process: runs share torch's global RNG (seeded per run) and thread setting, so two
 # runs in threads of one process (a Dask worker with several threads) would change each other's results.
 _RUN_LOCK = threading.Lock()
 
 
-def method_unsupported_reason(cfg: ExperimentConfig, method: str) -> str | None:
-    """None when the runs of ``method`` can be batched (the many-runs backend), else why not."""
+def method_unsupported_reason(cfg: ExperimentConfig, method: str, backend: str = "vectorized") -> str | None:
+    """None when the runs of ``method`` can be batched by ``backend`` (``"vectorized"`` / ``"func"``), else why not.
+
+    Checked on a probe model of the method (4 features, 2 classes; the instance width does not change what a
+    backend supports).
+    """
+    if backend not in _REASONS:
+        raise ValueError(f"unknown batched backend {backend!r}; valid: {', '.join(_REASONS)}")
     spec = cfg.methods[method]
     try:
         probe = create_model(spec.model, in_features=4, num_classes=2, **spec.kwargs)
     except Exception as exc:  # noqa: BLE001 - the per-run path will raise the real error
         return f"cannot build the model to check it: {exc}"
-    return unsupported_reason(probe, cfg.train_config_for(method))
+    return _REASONS[backend](probe, cfg.train_config_for(method))
+
+
+def method_engine(cfg: ExperimentConfig, method: str, runs: int, engine: str) -> tuple[str | None, str | None]:
+    """``(backend, reason)``: the batched backend that trains ``runs`` runs of ``method`` under ``engine``
+    (``"vectorized"`` / ``"func"``; None: one run at a time) and why they are not batched (None when they are).
+
+    ``auto`` batches a method with at least two runs: by the hand-written backend where it supports the model
+    and settings, else by torch.func where that does; a single run gains nothing from batching and keeps the
+    loop's per-epoch checkpoints. ``vectorized`` / ``func`` name that backend whatever it says (the caller
+    raises with the reason).
+    """
+    if engine == "trainer":
+        return None, "engine=trainer"
+    if Path(cfg.data.name).is_dir():
+        return (
+            None,
+            "bags read from disk one at a time (a feature folder); the batched engines hold every run's bags in memory",
+        )
+    if engine in _REASONS:
+        reason = method_unsupported_reason(cfg, method, engine)
+        return (engine if reason is None else None), reason
+    reason = method_unsupported_reason(cfg, method, "vectorized")
+    backend = "vectorized"
+    if reason is not None:
+        reason = method_unsupported_reason(cfg, method, "func")
+        backend = "func"
+    if reason is None and runs < 2:
+        return None, "a single run"
+    return (backend if reason is None else None), reason
 
 
 def engine_reason(cfg: ExperimentConfig, method: str, runs: int, engine: str) -> str | None:
-    """None when ``runs`` runs of ``method`` are batched under ``engine``, else why they run one at a time.
-
-    ``auto`` batches a method with at least two runs whose model and settings the many-runs backend supports; a
-    single run gains nothing from batching and keeps the loop's per-epoch checkpoints.
-    """
-    if engine == "trainer":
-        return "engine=trainer"
-    if Path(cfg.data.name).is_dir():
-        return (
-            "bags read from disk one at a time (a feature folder); the batched engine holds every run's bags in memory"
-        )
-    reason = method_unsupported_reason(cfg, method)
-    if reason is None and engine == "auto" and runs < 2:
-        return "a single run"
-    return reason
+    """None when ``runs`` runs of ``method`` are batched under ``engine``, else why they run one at a time
+    (:func:`method_engine`)."""
+    return method_engine(cfg, method, runs, engine)[1]
 
 
 def run_group(
@@ -74,7 +102,8 @@ def run_group(
 ) -> list[dict[str, Any]]:
     """Train the runs ``specs`` (all of ``method``) as one group; records in ``specs`` order.
 
-    Each run is prepared exactly as :func:`~lossattn.protocols.runs.execute_run` prepares it (same split,
+    ``backend`` is that of :func:`~lossattn.engine.manyruns.fit_many` (``"vectorized"``, ``"func"``, ``"auto"``);
+    records get ``"engine"``: the backend that trained the run. Each run is prepared exactly as :func:`~lossattn.protocols.runs.execute_run` prepares it (same split,
     standardiser, seed and initial parameters); ``seconds`` is the group's time divided by its runs. With
     ``resume``, finished runs are read back (an interrupted group is retrained: no per-epoch checkpoints).
     """
@@ -112,14 +141,15 @@ def run_group(
 
 
 def _execute_task(task: tuple) -> list[dict[str, Any]]:
-    """One unit of work: a single run or a batched group (picklable, for worker processes)."""
+    """One unit of work: a single run (``kind == "run"``) or a group batched by the backend ``kind``
+    (``"vectorized"`` / ``"func"``); picklable, for worker processes."""
     kind, cfg_dict, specs, out_dir, resume, threads = task
     with _RUN_LOCK:
         if threads:
             torch.set_num_threads(threads)
         if kind == "run":
             return [execute_run(cfg_dict, specs[0], out_dir, resume)]
-        return run_group(cfg_dict, specs[0].method, specs, out_dir, resume)
+        return run_group(cfg_dict, specs[0].method, specs, out_dir, resume, backend=kind)
 
 
 def _tasks(cfg: ExperimentConfig, specs: list[RunSpec], engine: str, parts: int, common: tuple) -> list[tuple]:
@@ -127,14 +157,14 @@ def _tasks(cfg: ExperimentConfig, specs: list[RunSpec], engine: str, parts: int,
     tasks: list[tuple] = []
     for method in dict.fromkeys(s.method for s in specs):
         mine = [s for s in specs if s.method == method]
-        reason = engine_reason(cfg, method, len(mine), engine)
-        if reason is not None and engine == "vectorized":
-            raise ValueError(f"engine='vectorized' cannot train method {method!r}: {reason} (use engine='auto')")
-        if reason is not None:
+        backend, reason = method_engine(cfg, method, len(mine), engine)
+        if backend is None and engine in _REASONS:
+            raise ValueError(f"engine={engine!r} cannot train method {method!r}: {reason} (use engine='auto')")
+        if backend is None:
             tasks += [("run", cfg_dict, [s], out_dir, resume, threads) for s in mine]
             continue
         for chunk in np.array_split(np.arange(len(mine)), min(parts, len(mine))):
-            tasks.append(("group", cfg_dict, [mine[i] for i in chunk], out_dir, resume, threads))
+            tasks.append((backend, cfg_dict, [mine[i] for i in chunk], out_dir, resume, threads))
     return tasks
 
 

@@ -101,6 +101,28 @@ def test_each_run_equals_the_trainer_without_dropout(method, levels):
     assert not denormals_flushed()  # the engine trains with denormals flushed and restores the mode
 
 
+@pytest.mark.parametrize("rule", ["loss", "auc", "balanced_error"])
+def test_selection_rule_is_the_trainers(rule):
+    """The epoch is selected by the task's key under ``TrainConfig.selection`` (not always by validation error),
+    and the history rows hold the Trainer's validation and oracle figures."""
+    model, kwargs = METHODS["la_mean"]
+    trains, vals, tests = splits()
+    cfg = config(epochs=6, selection=rule, lr=1e-2)
+    results = V.VectorizedTrainer([make_model(model, kwargs, s) for s in SEEDS], cfg, SEEDS).fit(trains, vals, tests)
+    for i, seed in enumerate(SEEDS):
+        ref = Trainer(make_model(model, kwargs, seed), cfg, seed=seed).fit(trains[i], vals[i], tests[i])
+        assert results[i].selected_epoch == ref.selected_epoch
+        assert max_param_diff(results[i].model, ref.model) < 1e-5
+        for key in ("val_loss", "val_error", "val_balanced_accuracy", "val_auc", "test_accuracy", "test_auc"):
+            np.testing.assert_allclose(
+                [h[key] for h in results[i].history], [h[key] for h in ref.history], atol=1e-5, err_msg=key
+            )
+    if rule == "loss":
+        assert [r.selected_epoch for r in results] == [
+            int(np.argmin([h["val_loss"] for h in r.history])) for r in results
+        ]
+
+
 @pytest.mark.parametrize("method", ["la_mean", "gated"])
 def test_dropout_run_does_not_depend_on_its_group(method):
     model, kwargs = METHODS[method]
@@ -270,13 +292,24 @@ def test_run_experiment_vectorized_records_match_the_trainer(tmp_path):
 def test_auto_engine_falls_back_per_method(tmp_path):
     path = tmp_path / "bags.csv"
     write_table(path, n_bags=18)
-    extra = {"embedding_max": MethodConfig("embedding_max", {"extractor_kwargs": {"hidden": [8]}})}
+    mlp = {"extractor_kwargs": {"hidden": [8]}}
+    extra = {
+        "embedding_max": MethodConfig("embedding_max", mlp),  # the torch.func backend only
+        "two_per_step": MethodConfig("embedding_max", mlp, train={"batch_size": 2}),  # no batched backend
+    }
     cfg = experiment(path, dropout=0.2, extra_methods=extra)
     with pytest.raises(ValueError, match="embedding_max"):
         run_experiment(cfg, engine="vectorized")
+    with pytest.raises(ValueError, match="two_per_step"):
+        run_experiment(cfg, engine="func")
     res = run_experiment(cfg, engine="auto")
     engines = {r["method"]: r.get("engine") for r in res["runs"]}
-    assert engines == {"loss_attention": "vectorized", "gated_attention": "vectorized", "embedding_max": "loop"}
+    assert engines == {
+        "loss_attention": "vectorized",
+        "gated_attention": "vectorized",
+        "embedding_max": "func",
+        "two_per_step": "loop",
+    }
     # records come back in plan order
     assert [(r["method"], r["fold"]) for r in res["runs"]] == [(s.method, s.fold) for s in plan_runs(cfg)]
     with pytest.raises(ValueError, match="unknown engine"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import matplotlib
 import numpy as np
@@ -213,12 +212,15 @@ def test_one_patch_needs_a_patch_size(tmp_path):
     assert layout["raster_size_px"] == [256, 256]
 
 
-def test_forty_thousand_patches_draw_in_about_a_second(tmp_path):
+def test_forty_thousand_patches_draw_one_cell_per_patch(tmp_path):
+    # the size of a large slide's bag; its drawing time is measured in benchmarks/slides.py, not asserted here
     coords = _grid(200, 200)
     values = np.random.default_rng(0).dirichlet(np.ones(len(coords)))
-    draw_heatmap(coords[:100], values[:100], tmp_path / "warm.png")  # imports and font cache
-    t0 = time.perf_counter()
-    draw_heatmap(coords, values, tmp_path / "h.png")
-    elapsed = time.perf_counter() - t0
-    # about 0.5 s here on one CPU core; the bound leaves room for a busy shared machine
-    assert elapsed < 3.0, elapsed
+    rgba, layout, _ = _png(draw_heatmap(coords, values, tmp_path / "h.png"))
+    x0, y0, x1, y1 = layout["extent_level0"]
+    assert (x0, y0) == tuple(coords.min(0)) and x1 >= coords[:, 0].max() and y1 >= coords[:, 1].max()
+    top, bottom = coords[values.argmax()], coords[values.argmin()]
+    patch = layout["patch_size"] / 2
+    hot = rgba[_pixel_of(layout, top[0] + patch, top[1] + patch)]
+    cold = rgba[_pixel_of(layout, bottom[0] + patch, bottom[1] + patch)]
+    assert not np.array_equal(hot, cold)

@@ -25,10 +25,11 @@ milliseconds of Python and autograd overhead for a few microseconds of arithmeti
   its group (they are not the Trainer's dropout masks: with dropout > 0 the engine is a different, equally
   valid random draw; with dropout 0 it reproduces the Trainer to float rounding);
 * after every epoch all runs are evaluated on their validation bags (and, with ``TrainConfig.oracle``,
-  their test bags) in batched no-grad passes (runs with similar numbers of instances together); each run keeps the parameters of its epoch with the lowest
-  validation error, ties broken by the lowest validation loss (the Trainer's rule,
-  :func:`lossattn.engine.tasks.better`). Test bags only feed the labelled per-epoch "oracle" figure;
-  they never influence selection;
+  their test bags) in batched no-grad passes (runs with similar numbers of instances together); the history
+  rows and the selection key come from the task as in the Trainer (``val_row``, ``oracle_row`` and
+  ``selection_key`` under ``TrainConfig.selection``, compared by :func:`lossattn.engine.tasks.better`; the
+  default keeps the epoch with the lowest validation error, ties broken by the lowest validation loss).
+  Test bags only feed the labelled per-epoch "oracle" figure; they never influence selection;
 * at the end every run's model gets its selected parameters back and is evaluated with the ordinary
   :func:`~lossattn.engine.loop.evaluate`, so the reported metrics come from the same code as the
   Trainer's.
@@ -37,11 +38,20 @@ When the runs' bags at a step differ a lot in size (MUSK2: 1 to 1,044 instances)
 every bag to the longest: the first rows of all runs go through it as one dense batch, the further rows
 only for the runs whose bags are that long (:meth:`~lossattn.engine.manyruns.trainer.VectorizedTrainer.levels`).
 
+Why the backward is written by hand: PyTorch's own tool for many small models, ``torch.func.functional_call``
++ ``vmap`` + ``grad`` over stacked parameters (:class:`~lossattn.engine.manyruns.func.FuncVectorizedTrainer`,
+which trains the same runs with the same data path, dropout masks, Adam and selection, to float rounding), was
+measured on the Table 1 protocol (benchmarks/manyruns_func.py: 50 runs, one thread, CPU seconds per training
+epoch) at 1.85-2.1x this engine's time on MUSK1 (small bags: a fixed ~3 ms of dispatch per step for the models'
+Python forward and loss under ``vmap`` + ``grad``, and whole bags padded where this engine splits rows into
+levels) and 1.4-1.5x on MUSK2. So this engine keeps its hand-written gradients for the models below; every
+other single-label bag model is batched by the torch.func engine.
+
 Supported: ``LossAttentionMIL`` (any λ, ``"mean"``/``"sum"`` reduction) and ``AttentionMIL`` with the
 softmax head (plain and gated), each on the MLP extractor; one bag per step (``batch_size=1``), no
 temporal ensemble, no gradient clipping, no AMP. :func:`unsupported_reason` says why a model/config
 is not supported; :func:`lossattn.protocols.fanout.run_experiment` with ``engine="auto"`` then uses the
-per-run Trainer.
+torch.func engine where that applies, else the per-run Trainer.
 """
 
 from __future__ import annotations
@@ -61,9 +71,9 @@ from lossattn.engine.manyruns.adam import adam_reference, fused_adam_available
 from lossattn.engine.manyruns.arch import arch_of, from_engine, to_engine, unsupported_reason
 from lossattn.engine.manyruns.evalsets import EvalSet, eval_chunk, eval_chunks, flat_instances
 from lossattn.engine.manyruns.grads import head_pieces, mlp_backward, mlp_forward
-from lossattn.engine.results import FitResult
+from lossattn.engine.results import EvalResult, FitResult
 from lossattn.engine.runtime import flush_denormals
-from lossattn.engine.tasks import better
+from lossattn.engine.tasks import better, task_for
 from lossattn.models.base import MILModel
 
 __all__ = ["DROPOUT_STREAM", "VectorizedTrainer", "keep_mask"]
@@ -170,6 +180,7 @@ class VectorizedTrainer:
             if len(ds) == 0:
                 raise ValueError("the training set has no bags")
         c = self.config
+        task = task_for(self.models[0])
         start = time.perf_counter()
         cpu_start = time.process_time()
         if c.threads:
@@ -296,21 +307,17 @@ class VectorizedTrainer:
                     f"non-finite training loss at epoch {epoch} in the run(s) with seed {bad}; "
                     "lower the learning rate or check the features"
                 )
-            metrics = self._evaluate_epoch(params, ev, R) if ev is not None else None
+            evals = self._evaluate_epoch(params, ev, R) if ev is not None else None
             improved = []
             for r in range(R):
                 row: dict[str, Any] = {"epoch": epoch, **sched, "train_loss": train_loss[r]}
                 if has_val[r]:
-                    row.update(
-                        val_loss=metrics["val_loss"][r],
-                        val_accuracy=metrics["val_accuracy"][r],
-                        val_error=1.0 - metrics["val_accuracy"][r],
-                    )
-                    cand = (row["val_error"], row["val_loss"])
+                    row.update(task.val_row(evals[r][0]))
+                    cand = task.selection_key(evals[r][0], c.selection)
                 else:
                     cand = (0.0, -float(epoch))  # no validation: the last epoch wins
                 if oracle_test[r]:
-                    row["test_accuracy"] = metrics["test_accuracy"][r]
+                    row.update(task.oracle_row(evals[r][1]))
                 if better(cand, best_key[r]):
                     best_key[r], best_epoch[r] = cand, epoch
                     improved.append(r)
@@ -472,22 +479,23 @@ class VectorizedTrainer:
             adam_reference(ps, gs, ms, vs, sts, **kw)
 
     # ------------------------------------------------------------------ per-epoch evaluation
-    def _evaluate_epoch(self, params: dict[str, Tensor], chunks: list[EvalSet], R: int) -> dict[str, list[float]]:
-        """Validation loss/accuracy (and oracle test accuracy) of every run with its current parameters."""
-        out: dict[str, list[float]] = {k: [math.nan] * R for k in ("val_loss", "val_accuracy", "test_accuracy")}
+    def _evaluate_epoch(
+        self, params: dict[str, Tensor], chunks: list[EvalSet], R: int
+    ) -> list[tuple[EvalResult | None, EvalResult | None]]:
+        """Per run, the evaluation of its validation and (oracle) test bags with its current parameters (None:
+        no such bags): per-bag probabilities and the mean per-bag loss, bags in dataset order."""
+        out: list[tuple[EvalResult | None, EvalResult | None]] = [(None, None)] * R
         for ev in chunks:
             p = {n: v.index_select(0, ev.runs) for n, v in params.items()}
             prob, loss = eval_chunk(self.arch, p, ev)
-            correct = (prob.argmax(-1) == ev.labels).cpu().numpy()
-            loss_np = loss.double().cpu().numpy()
+            prob_np, loss_np = prob.double().cpu().numpy(), loss.double().cpu().numpy()
+            labels = ev.labels.cpu().numpy()
             is_val, is_test = ev.is_val.cpu().numpy(), ev.is_test.cpu().numpy()
             for j, r in enumerate(ev.runs.tolist()):
-                nv, nt = int(ev.n_val[j]), int(ev.n_test[j])
-                if nv:
-                    out["val_accuracy"][r] = int(correct[j][is_val[j]].sum()) / nv
-                    out["val_loss"][r] = float(loss_np[j][is_val[j]].mean())
-                if nt:
-                    out["test_accuracy"][r] = int(correct[j][is_test[j]].sum()) / nt
+                out[r] = tuple(  # type: ignore[assignment]
+                    EvalResult(float(loss_np[j][sel].mean()), labels[j][sel], prob_np[j][sel]) if sel.any() else None
+                    for sel in (is_val[j], is_test[j])
+                )
         return out
 
 
