@@ -22,7 +22,7 @@ PROG = "lossattn"
 
 EPILOG_MAIN = """\
 examples:
-  lossattn demo                                   # about two minutes on a CPU, no download
+  lossattn demo                                   # 1-2 minutes on 2 CPU cores, no download
   lossattn data list                              # datasets and where their files are looked for
   lossattn train --dataset musk1 --model loss_attention --lam 0.1
   lossattn cv --preset classic_mil --dataset fox --jobs 2

@@ -147,7 +147,7 @@ def demo_bags(test, preds, n: int) -> list[int]:
 def add_parser(sub, add) -> None:
     p = add(
         "demo",
-        "Attention vs Loss-Attention on digits-bags: a table and a picture (no download, < 1 min on a CPU)",
+        "Attention vs Loss-Attention on digits-bags: a table and a picture (no download, 1-2 min on 2 CPU cores)",
         "examples:\n  lossattn demo\n  lossattn demo --out my-demo --epochs 25",
         run,
         description="Train Attention and Loss-Attention on digits-bags (the MNIST-bags construction on "

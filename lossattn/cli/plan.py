@@ -44,11 +44,17 @@ class Plan:
         methods = list(dict.fromkeys(s.method for s in self.specs))
         per_method = len(self.specs) // max(1, len(methods))
         p = cfg.protocol
-        shape = {
-            "cv": f"{p.folds} folds × {p.repeats} repeat(s)",
-            "fixed": f"the data's train/test split × {p.repeats} repeat(s)",
-            "all": f"every bag for training (no test bags) × {p.repeats} repeat(s)",
+        split = {
+            "cv": f"{p.folds} folds",
+            "fixed": "the data's train/test split",
+            "all": "every bag for training (no test bags)",
         }[p.kind]
+        if per_method == 1 and self.specs:  # `train`: one chosen split, whatever the protocol's repeats
+            one = self.specs[0]
+            fold = "" if one.fold is None else f"fold {one.fold} of "
+            shape = f"{fold}{split} (repeat {one.repeat})"
+        else:
+            shape = f"{split} × {p.repeats} repeat(s)"
         out = [f"Plan: {len(methods)} method(s) × {shape} = {len(self.specs)} run(s) of {cfg.train.epochs} epochs"]
         for m in methods:
             est = self.seconds.get(m)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from lossattn.cli.common import format_table, say
+from lossattn.cli.experiment import DEFAULT_PRESETS, FALLBACK_PRESET, USER_DATA_PRESET
 from lossattn.models.extractors import list_extractors
 from lossattn.models.registry import EXTRACTORS, list_models, model_info
 from lossattn.protocols.config import list_presets, load_preset, preset_dir
@@ -50,10 +52,19 @@ def run_presets(args: argparse.Namespace) -> int:
             methods = methods[:57].rsplit(", ", 1)[0] + ", ..."
         rows.append([name, data, protocol, methods])
     say(format_table(["preset", "dataset", "protocol", "methods"], rows, align="llll"))
-    say("\nDefaults: benchmarks -> classic_mil, mnist-bags -> mnist_bags_binary, mnist-bags-multi -> "
-         "mnist_bags_multiclass,\ncifar10-bags -> cifar10_bags, digits-bags -> digits_bags, your own data -> "
-         "classic_mil.\nShow every key: lossattn presets --show NAME; change one: --set train.lr=3e-4")  # fmt: skip
+    say("\n" + _defaults_text() + "\nShow every key: lossattn presets --show NAME; change one: --set train.lr=3e-4")
     return 0
+
+
+def _defaults_text() -> str:
+    """Which preset each dataset gets when none is named, from the table the commands use."""
+    by_preset: dict[str, list[str]] = {}
+    for dataset, preset in DEFAULT_PRESETS.items():
+        by_preset.setdefault(preset, []).append(dataset)
+    parts = [f"{', '.join(names)} -> {preset}" for preset, names in by_preset.items()]
+    parts.append(f"your own table or folder -> {USER_DATA_PRESET}")
+    parts.append(f"no dataset named -> {FALLBACK_PRESET}")
+    return textwrap.fill("Defaults: " + "; ".join(parts) + ".", width=110)
 
 
 def add_parser(sub, add) -> None:

@@ -172,6 +172,27 @@ def _parse_int_labels(values: Sequence[str], path: Path, what: str, rows_line: n
     return out
 
 
+def _first_row_is_header(rows: Sequence[Sequence[str]], explicit_positions: Sequence[int]) -> bool:
+    """Whether a CSV's first row names its columns (as :class:`csv.Sniffer` decides, by column types).
+
+    A first row of numbers only is data (the mil layout). Otherwise the row is a header when a column holds text
+    there and numbers in the rows below (``label`` over ``0``/``1``, ``f1`` over ``0.25``), or when it holds a
+    usual column name (``bag_id``, ``label`` ...: a header whose feature columns are named by numbers). A first
+    row whose text sits only in text columns is data: the mil layout with text labels or bag ids
+    (``tumour,bag7,0.1,..``). Columns given by position for ids (bag, split, group) do not decide.
+    """
+    first = [(j, v) for j, v in enumerate(rows[0]) if j not in explicit_positions]
+    if all(is_number(v) for _, v in first):
+        return False
+    below = rows[1:21]
+    if not below:
+        return True
+    if any(not is_number(v) and all(j < len(r) and is_number(r[j]) for r in below) for j, v in first):
+        return True
+    usual = {name for names in TABLE_COLUMN_NAMES.values() for name in names}
+    return any(v.strip().lower() in usual for _, v in first)
+
+
 class _Table:
     """A table's cells, read once: named or positional columns as strings or numbers."""
 
@@ -193,9 +214,7 @@ class _Table:
         self.header_detected = header is None
         explicit_positions = [p % self.width for p in explicit_positions if -self.width <= p < self.width]
         if header is None:
-            # A first row of numbers only is data (the mil layout); anything else is a header. Columns given by
-            # position for ids (bag, split, group) may hold text in a data row, so they do not decide.
-            header = not all(is_number(v) for j, v in enumerate(rows[0]) if j not in explicit_positions)
+            header = _first_row_is_header(rows, explicit_positions)
         self.header = rows[0] if header else None
         self.rows = rows[1:] if header else rows
         self.lines = lines[1:] if header else lines
@@ -287,8 +306,9 @@ def load_table(
             :func:`~lossattn.datasets.split_indices`.
         group_column: Column of group ids (case / patient), constant within a bag; bags of one group are
             kept together by :func:`~lossattn.datasets.stratified_group_kfold`.
-        header: Whether a CSV's first row is a header; ``None`` detects it (a first row of numbers only is data,
-            ignoring columns given by position for bag/split/group). Parquet always has names.
+        header: Whether a CSV's first row is a header; ``None`` detects it by column types: a first row with text
+            above numbers, or with a usual column name, is a header; numbers only, or text only in text columns
+            (the mil layout with text labels or ids), is data. Parquet always has names.
         num_classes: Number of classes, when known (e.g. the model's).
         class_names: Names of the classes.
         label_values: The user's value of each class, fixing the label mapping (see
@@ -326,8 +346,8 @@ def load_table(
         named += ["feature"] if any(isinstance(c, str) for c in (feature_columns or [])) else []
         if named:
             raise DataFormatError(
-                f"{path}: the {named[0]} column is given by name, but the first row (line {int(table.lines[0])}) is "
-                f"all numbers, so it is read as data and the table has no header; pass header=True if it is a "
+                f"{path}: the {named[0]} column is given by name, but the first row (line {int(table.lines[0])}) was "
+                f"read as data (numbers, or text only in text columns), so the table has no header; pass header=True if it is a "
                 f"header, or give columns by position"
             )
     try:
@@ -344,7 +364,7 @@ def load_table(
     except DataFormatError as e:
         if table.header_detected and table.header is not None and any(is_number(v) for v in table.header):
             raise DataFormatError(
-                f"{e}. The first row was read as a header because it is not all numbers; if it is data, pass "
+                f"{e}. The first row was read as a header (it has text above numbers, or a usual column name); if it is data, pass "
                 f"header=False"
             ) from e
         raise

@@ -46,6 +46,21 @@ def test_headerless_mil_table_with_minus_one_plus_one_labels(tmp_path: Path) -> 
     assert ds.label_values == [-1, 1] and ds.class_names == ["-1", "1"]
 
 
+def test_header_detection_by_column_types(tmp_path: Path) -> None:
+    # mil layout with text labels and bag ids: the text of row 1 sits in text columns, so it is data
+    p = _write(tmp_path / "t.csv", ["tumour,bag0,1.5,2.5", "tumour,bag0,0.5,1.0", "normal,bag1,0.1,0.2"])
+    ds = load_table(p)
+    assert ds.names == ["bag0", "bag1"] and ds.label_values == ["normal", "tumour"] and ds.num_features == 2
+    # a header whose feature columns are named by numbers (pandas' integer column names): the usual names decide
+    q = _write(tmp_path / "n.csv", ["bag_id,label,0,1", "a,tumour,1.5,2.5", "b,normal,0.5,1.0"])
+    assert load_table(q).names == ["a", "b"]
+    # text over numbers in a column: a header
+    r = _write(tmp_path / "h.csv", ["id,y,width,height", "a,1,1.5,2.5", "b,0,0.5,1.0"])
+    with pytest.raises(DataFormatError, match="no bag column found"):
+        load_table(r)
+    assert load_table(r, bag_column="id", label_column="y").names == ["a", "b"]
+
+
 def test_header_detection_and_override(tmp_path: Path) -> None:
     # a header of numbers only (pandas' default integer column names) is data unless header=True says otherwise
     p = _write(tmp_path / "n.csv", ["0,1,2,3", "1,7,0.5,1", "0,3,1,1"])
@@ -57,7 +72,7 @@ def test_header_detection_and_override(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"h.csv, line 1, column 3: 'f0' is not a number"):
         load_table(q, header=False)  # the header row is now data: its text cannot be a feature
     assert load_table(q, header=True, bag_column=AUTO).names == ["a", "b"]
-    with pytest.raises(DataFormatError, match=r"the bag column is given by name, but the first row \(line 1\) is all"):
+    with pytest.raises(DataFormatError, match=r"the bag column is given by name, but the first row \(line 1\) was read as data"):
         load_table(p, bag_column="bag_id")
 
 
@@ -66,8 +81,10 @@ def test_headerless_text_bag_ids_given_by_position(tmp_path: Path) -> None:
     ds = load_table(p, bag_column=1, label_column=0)  # the id column does not decide the header question
     assert ds.names == ["bag_a", "bag_b"] and ds.labels.tolist() == [1, 0]
     assert load_table(p, bag_column=-2, label_column=0).names == ["bag_a", "bag_b"]  # negative positions too
+    assert load_table(p).names == ["bag_a", "bag_b"]  # 'bag_a' sits in a text column: the first row is data
+    q = _write(tmp_path / "q.csv", ["1,bag_a,x0", "0,bag_b,1.0"])
     with pytest.raises(DataFormatError, match="pass header=False"):
-        load_table(p)  # 'bag_a' makes the first row look like a header: the error says how to fix it
+        load_table(q)  # text above a number reads as a header; the error says how to read it as data
 
 
 def test_named_columns_any_order_and_label_names(tmp_path: Path) -> None:
