@@ -63,6 +63,13 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="feature columns (default: every column no other option names)",
     )
+    g.add_argument(
+        "--manifest",
+        dest="manifest",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="a feature folder's manifest CSV, relative to the folder or absolute (default: manifest.csv)",
+    )
     h = g.add_mutually_exclusive_group()
     h.add_argument("--header", dest="header", action="store_const", const=True, default=argparse.SUPPRESS,
                    help="the first row holds column names")  # fmt: skip
@@ -72,4 +79,6 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 def data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The loader arguments the user gave; options left out are absent (detected), ``none`` gives None."""
-    return {key: getattr(args, key) for key in (*_COLUMNS, "feature_columns", "header") if key in vars(args)}
+    return {
+        key: getattr(args, key) for key in (*_COLUMNS, "feature_columns", "header", "manifest") if key in vars(args)
+    }

@@ -4,7 +4,8 @@ Layout::
 
     folder/
       manifest.csv          slide_id|bag_id, [case_id|patient_id,] [label,] [split,] [file]
-      <bag_id>.pt | .npy | .npz | .h5      (also looked up in pt_files/, h5_files/, features/)
+      <bag_id>.pt | .npy | .npz | .h5      (also looked up in pt_files/, h5_files/, features/, then in the
+                                            one other subfolder that has it: feats/, features_<encoder>/ ...)
 
 The whole-slide layouts of CLAM and TRIDENT work as they are: ``h5_files/<slide_id>.h5`` with ``features
 (N, D)`` (float32 or float16) and ``coords (N, 2)``, and/or ``pt_files/<slide_id>.pt`` holding the bare
@@ -381,7 +382,9 @@ def _candidates(bag_id: str) -> list[str]:
     return out
 
 
-def _find_bag_file(folder: Path, bag_id: str) -> tuple[Path | None, list[Path]]:
+def _find_bag_file(folder: Path, bag_id: str, other_subfolders: Sequence[str] = ()) -> tuple[Path | None, list[Path]]:
+    """The file of bag ``bag_id``: in ``folder`` or a usual subfolder, else in exactly one other subfolder
+    (``feats/``, TRIDENT's ``features_<encoder>/`` ...); a bag found in several other subfolders is ambiguous."""
     tried = []
     for stem in _candidates(bag_id):
         for sub in _SUBFOLDERS:
@@ -390,7 +393,24 @@ def _find_bag_file(folder: Path, bag_id: str) -> tuple[Path | None, list[Path]]:
                 tried.append(p)
                 if p.is_file():
                     return p, tried
-    return None, tried
+    hits: dict[str, Path] = {}
+    for sub in other_subfolders:
+        for stem in _candidates(bag_id):
+            for ext in BAG_FILE_EXTENSIONS:
+                p = folder / sub / f"{stem}{ext}"
+                if sub not in hits and p.is_file():
+                    hits[sub] = p
+    if len(hits) > 1:
+        raise DataFormatError(
+            f"{folder}: bag {bag_id!r} has a file in several subfolders ({', '.join(sorted(hits))}); keep one "
+            f"subfolder of features, or name each bag's file in a 'file' column of the manifest"
+        )
+    return next(iter(hits.values()), None), tried
+
+
+def _other_subfolders(folder: Path) -> list[str]:
+    usual = set(_SUBFOLDERS) | set(_COORDS_SUBFOLDERS)
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in usual)
 
 
 def _find_coords_file(folder: Path, bag_id: str, bag_file: Path) -> Path | None:
@@ -437,7 +457,7 @@ def load_feature_folder(
         split: Keep only the bags whose split column equals this value (labels are mapped over the whole
             manifest first, so every split gets the same classes).
         bag_column: Bag id; the file is ``<bag_id>.{pt,npy,npz,h5,hdf5}`` in ``folder``, ``pt_files/``,
-            ``h5_files/`` or ``features/`` (a slide extension such as ``.svs`` is dropped if needed).
+            ``h5_files/``, ``features/`` or else the one other subfolder that has it (a slide extension such as ``.svs`` is dropped if needed).
         label_column: Bag label, any integers or names (see :func:`~lossattn.datasets.encode_labels`); absent
             (or ``None``): unlabeled bags.
         split_column: Split value of each bag (see :func:`~lossattn.datasets.split_indices`).
@@ -464,8 +484,15 @@ def load_feature_folder(
     folder = Path(folder)
     mpath = Path(manifest) if Path(manifest).is_absolute() else folder / manifest
     if not mpath.is_file():
+        others = sorted(p.name for p in folder.glob("*.csv*")) if folder.is_dir() else []
+        found = (
+            f"; CSV files in the folder: {', '.join(others[:5])} (pass manifest=<name>, --manifest on the command line)"
+            if others
+            else ""
+        )
         raise DataNotFoundError(
-            f"manifest not found: {mpath} (expected a CSV with a bag_id or slide_id column, and label for training)"
+            f"manifest not found: {mpath} (expected a CSV with a bag_id or slide_id column, and label for "
+            f"training){found}"
         )
     rows, lines = read_csv_with_lines(mpath)
     header = rows[0]
@@ -534,6 +561,7 @@ def load_feature_folder(
         raise DataFormatError(f"{mpath}: no bag has split {split!r}; splits present: {sorted(set(splits or []))}")
     files: list[Path] = []
     coords_files: list[Path | None] = []
+    others = _other_subfolders(folder)
     for k in keep:
         bag_id, line = bag_ids[k], int(body_lines[k])
         rel = files_col[k] if files_col is not None else ""
@@ -542,11 +570,12 @@ def load_feature_folder(
             if not path.is_file():
                 raise DataNotFoundError(f"{mpath}, line {line}: bag {bag_id!r}: file {path} does not exist")
         else:
-            found, _ = _find_bag_file(folder, bag_id)
+            found, _ = _find_bag_file(folder, bag_id, others)
             if found is None:
                 raise DataNotFoundError(
                     f"{mpath}, line {line}: no file for bag {bag_id!r}; expected {folder / bag_id}"
-                    f"{{{','.join(BAG_FILE_EXTENSIONS)}}} (also looked in pt_files/, h5_files/, features/)"
+                    f"{{{','.join(BAG_FILE_EXTENSIONS)}}} (also looked in pt_files/, h5_files/, features/ and "
+                    f"any other subfolder)"
                 )
             path = found
         files.append(path)

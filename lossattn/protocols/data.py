@@ -44,6 +44,21 @@ def make_generated(cfg: DataConfig, split: str, seed: int) -> D.BagDataset:
     return getattr(D, func_name)(split=split, seed=seed, **kwargs)
 
 
+# loader arguments that only one kind of source takes, with the command-line option that sets each
+_TABLE_ONLY = {"header": "--header/--no-header", "feature_columns": "--feature-columns"}
+_FOLDER_ONLY = {
+    "manifest": "--manifest",
+    "file_column": "data.kwargs.file_column",
+    "feature_key": "data.kwargs.feature_key",
+}
+
+
+def _refuse_options(kwargs: dict, only_other: dict[str, str], why: str) -> None:
+    given = [option for key, option in only_other.items() if key in kwargs]
+    if given:
+        raise ValueError(f"{', '.join(given)} does not apply here: {why}")
+
+
 def load_dataset(cfg: DataConfig) -> D.BagDataset:
     """Load a non-generated dataset: a benchmark name, a feature folder or a table file."""
     if cfg.name in BENCHMARKS:
@@ -52,8 +67,10 @@ def load_dataset(cfg: DataConfig) -> D.BagDataset:
         raise ValueError(f"{cfg.name!r} is a generator; use make_generated(cfg, split, seed)")
     path = Path(cfg.name).expanduser()
     if path.is_dir():
+        _refuse_options(cfg.kwargs, _TABLE_ONLY, f"{path} is a feature folder (its features are in the bag files)")
         return D.load_feature_folder(path, **cfg.kwargs)
     if path.is_file():
+        _refuse_options(cfg.kwargs, _FOLDER_ONLY, f"{path} is a table (one file), not a feature folder")
         return D.load_table(path, **cfg.kwargs)
     raise ValueError(
         f"unknown dataset {cfg.name!r}: not a benchmark ({', '.join(BENCHMARKS)}), not a generator "

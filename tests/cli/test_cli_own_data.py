@@ -208,7 +208,17 @@ BAD = {
     "evaluate_unlabeled": (lambda t, tbl, run: ["evaluate", run, _unlabeled(t), "--label-column", "none",
                                                 "--bag-column", "0"], ["no labels"]),
     "cv_on_all_bags": (lambda t, tbl, run: ["cv", "-d", tbl, *FAST, "--protocol", "all"], ["no test bags"]),
+    "manifest_option_on_a_table": (lambda t, tbl, run: ["data", "info", tbl, "--manifest", "m.csv"],
+                                   ["--manifest", "is a table"]),
+    "header_option_on_a_folder": (lambda t, tbl, run: ["data", "info", str(t), "--no-header"],
+                                  ["--header/--no-header", "feature folder"]),
+    "folder_without_manifest": (lambda t, tbl, run: ["data", "info", _csv_in(t)], ["manifest not found", "--manifest"]),
 }  # fmt: skip
+
+
+def _csv_in(tmp_path: Path) -> str:
+    (tmp_path / "labels.csv").write_text("slide,label\ns0,1\n")
+    return str(tmp_path)
 
 
 def _one_class(tmp_path: Path) -> str:

@@ -223,3 +223,20 @@ def test_one_dimensional_and_ambiguous_files(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="cannot tell which entry holds the features"):
         load_feature_folder(folder)[1]
     assert load_feature_folder(folder, feature_key="b")[1].x.shape == (2, D)
+
+
+def test_manifest_by_name_and_features_in_another_subfolder(tmp_path: Path) -> None:
+    (tmp_path / "feats").mkdir()
+    for b in range(3):
+        torch.save(torch.full((2 + b, 4), float(b)), tmp_path / "feats" / f"s{b}.pt")
+    (tmp_path / "labels.csv").write_text("slide,diagnosis\ns0,LUAD\ns1,LUSC\ns2,LUAD\n")
+    with pytest.raises(DataNotFoundError, match=r"manifest.csv.*CSV files in the folder: labels.csv"):
+        load_feature_folder(tmp_path)
+    ds = load_feature_folder(tmp_path, "labels.csv", bag_column="slide", label_column="diagnosis")
+    assert ds.names == ["s0", "s1", "s2"] and ds.bag_sizes.tolist() == [2, 3, 4]
+    assert ds[2].x.eq(2.0).all() and ds.label_values == ["LUAD", "LUSC"]
+    # the same bag in two other subfolders: ambiguous, named
+    (tmp_path / "feats_b").mkdir()
+    torch.save(torch.zeros(2, 4), tmp_path / "feats_b" / "s0.pt")
+    with pytest.raises(DataFormatError, match=r"bag 's0' has a file in several subfolders \(feats, feats_b\)"):
+        load_feature_folder(tmp_path, "labels.csv", bag_column="slide", label_column="diagnosis")
