@@ -99,6 +99,27 @@ def _plan(kwargs: dict[str, Any], labels: list[str], out: Path) -> str:
     )
 
 
+def _command(kwargs: dict[str, Any], out: Path) -> str:
+    """The command line that repeats this run (options in a fixed order, defaults left out)."""
+    parts = ["lossattn check-assumptions"]
+    if kwargs["models"] is not None:
+        parts.append("-m " + ",".join(kwargs["models"]))
+    if kwargs["tests"] is not None:
+        parts.append("--tests " + ",".join(kwargs["tests"]))
+    if tuple(kwargs["seeds"]) != (0, 1, 2):
+        parts.append("--seeds " + ",".join(str(v) for v in kwargs["seeds"]))
+    if tuple(kwargs["lam_values"]) != DEFAULT_LAMBDAS:
+        parts.append("--lams " + ",".join(f"{v:g}" for v in kwargs["lam_values"]))
+    if kwargs["quick"]:
+        parts.append("--quick")
+    for option, key in (("--epochs", "epochs"), ("--train-bags", "num_train_bags"), ("--test-bags", "num_test_bags")):
+        if kwargs[key] is not None:
+            parts.append(f"{option} {kwargs[key]}")
+    if kwargs["jobs"] != 1:
+        parts.append(f"--jobs {kwargs['jobs']}")
+    return " ".join(parts + [f"--out {out}"])
+
+
 def _clock(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -124,9 +145,12 @@ def run(args: argparse.Namespace) -> int:
     report = check_assumptions(**kwargs, on_result=report_progress if show else None)
     wall = time.perf_counter() - start
     report["wall_seconds"] = wall
+    report["command"] = _command(kwargs, out)
     table = assumptions_markdown(report)
     md = [
         "# Algorithmic unit tests of MIL assumptions (Raff & Holt, NeurIPS 2023)",
+        "",
+        f"Command: `{report['command']}`",
         "",
         f"Wall time {_clock(wall)} ({wall:.0f} s, {kwargs['jobs']} worker(s)).",
         "",

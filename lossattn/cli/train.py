@@ -245,7 +245,12 @@ def add_parser(sub, add) -> None:
         "  lossattn cv -d fox -m loss_attention,attention --jobs 2\n"
         "  lossattn cv --preset mnist_bags_multiclass --set data.kwargs.num_bags=100 --device auto\n"
         "  lossattn cv -d musk1 --folds 5 --repeats 1 --epochs 20\n"
-        "  lossattn cv -d musk1 --set train.oracle=true   # also record the paper's best-test-epoch figure\n\n"
+        "  lossattn cv -d musk1 --set train.oracle=true   # also record the paper's best-test-epoch figure\n"
+        "  lossattn cv -d musk1 -m attention,loss_attention --reference attention --paired-test corrected-t\n\n"
+        "After the table, cv pairs every method with the reference (default: the first method) over the same folds:\n"
+        "mean difference, standard error, 95% interval, wins/ties/losses and a paired test (Wilcoxon by default:\n"
+        "fold differences are few and not normal). results.json gets `comparison` and `spread` (fold-to-fold vs\n"
+        "repeat-to-repeat), summary.md their tables.\n\n"
         "Before it starts, cv prints its plan: the runs, the engine of each method, the threads and an estimated\n"
         "time measured on one epoch of each method.",
         run_cv,

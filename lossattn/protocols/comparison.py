@@ -45,8 +45,8 @@ PAIRED_TESTS = ("wilcoxon", "t", "corrected-t")
 #: what each test is and why (written into every report)
 TEST_DESCRIPTIONS = {
     "wilcoxon": (
-        "Wilcoxon signed-rank test on the paired differences (two-sided, tied pairs dropped): the differences "
-        "over CV folds are few and not normal (bounded scores, ties, outlying folds), and the signed-rank test "
+        "Wilcoxon signed-rank test on the paired differences (two-sided, tied pairs dropped): the differences over "
+        "CV folds or repeats are few and not normal (bounded scores, ties, outlying folds), and the signed-rank test "
         "only needs them to be symmetric (Demšar, JMLR 2006)"
     ),
     "t": "paired t-test on the differences (two-sided; it assumes they are normal)",

@@ -24,6 +24,10 @@ def test_tiny_run_writes_json_and_markdown(capsys, tmp_path) -> None:
     assert entry["verdict"] in ("pass", "fail", "inconclusive") and len(entry["test_auc"]) == 1
     md = (out / "assumptions.md").read_text()
     assert "| model | single_concept |" in md and "`loss_attention[lam=1]`" in md and "Wall time" in md
+    assert report["command"] == (
+        f"lossattn check-assumptions -m minet_instance,loss_attention --tests single_concept --seeds 0 --lams 0,1 "
+        f"--quick --epochs 2 --train-bags 20 --test-bags 20 --out {out}"
+    )
     assert f"| `minet_instance` | {entry['auc_mean']:.2f} {entry['verdict']} |" in md
 
 
