@@ -57,3 +57,11 @@ def test_unknown_reference_is_one_error_line_before_training(capsys, tmp_path) -
     assert lines[0] == "error: unknown reference method 'nope'; the methods are: attention, loss_attention"
     assert lines[1].startswith("hint:") and len(lines) == 2
     assert not (tmp_path / "bad").exists()  # nothing trained, nothing written
+
+
+def test_reproduce_takes_the_reference_and_refuses_an_unknown_one(capsys, tmp_path) -> None:
+    code, _, err = run_cli(capsys, "reproduce", "figure3", "--quick", "--lams", "0,1", "--reference", "attention",
+                           "--out", str(tmp_path / "f3"), "--no-progress")  # fmt: skip
+    assert code == 2
+    assert err.splitlines()[0] == "error: unknown reference method 'attention'; the methods are: lam_0, lam_1"
+    assert not list((tmp_path / "f3").glob("runs/*/*/result.json"))  # refused before any training
