@@ -19,8 +19,9 @@ With ``quick=False`` each model is trained with the classic-MIL settings of Shi 
 Loss-Attention with the "mean" instance-loss reduction) on 500 training and 500 test bags per seed: 1-4
 minutes a run on one CPU core (measured at 20 epochs: 10-52 s), roughly 3-10 hours for every bag model ×
 3 tests × 3 seeds.
-``quick=True`` is a smoke-scale run of every registered bag model (see :data:`QUICK_SETTINGS`): about 2
-minutes for all of them, 3 tests and 3 seeds on 2 CPU cores.
+``quick=True`` is a smoke-scale run of every registered bag model (see :data:`QUICK_SETTINGS`): about 1.5
+minutes for all of them, 3 tests and 3 seeds on 2 CPU cores. ``jobs`` runs the (model, test, seed) runs in worker
+processes; the command line is ``lossattn check-assumptions``.
 """
 
 from __future__ import annotations
