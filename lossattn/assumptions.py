@@ -19,8 +19,9 @@ With ``quick=False`` each model is trained with the classic-MIL settings of Shi 
 Loss-Attention with the "mean" instance-loss reduction) on 500 training and 500 test bags per seed: 1-4
 minutes a run on one CPU core (measured at 20 epochs: 10-52 s), roughly 3-10 hours for every bag model ×
 3 tests × 3 seeds.
-``quick=True`` is a smoke-scale run of every registered bag model (see :data:`QUICK_SETTINGS`): about 2
-minutes for all of them, 3 tests and 3 seeds on 2 CPU cores.
+``quick=True`` is a smoke-scale run of every registered bag model (see :data:`QUICK_SETTINGS`): about 1.5
+minutes for all of them, 3 tests and 3 seeds on 2 CPU cores. ``jobs`` runs the (model, test, seed) runs in worker
+processes; the command line is ``lossattn check-assumptions``.
 """
 
 from __future__ import annotations
@@ -198,6 +199,8 @@ def check_assumptions(
     test_kwargs: dict[str, dict[str, Any]] | None = None,
     margin: float = _MARGIN,
     fit_margin: float = _FIT_MARGIN,
+    jobs: int = 1,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train each model on each test's training bags for a few seeds and judge it on the test bags.
 
@@ -211,13 +214,18 @@ def check_assumptions(
         seeds: Seeds (data and model); at least one.
         quick: Use :data:`QUICK_SETTINGS` instead of :data:`FULL_SETTINGS`.
         epochs: Overrides the number of epochs.
-        progress: Print one line per (model, test) to stderr.
+        progress: Print one line per (model, test) to stderr, with the runs done and an estimated time left.
         lam_values: λ values of Loss-Attention.
         num_train_bags: Overrides the number of training bags (before the validation split).
         num_test_bags: Overrides the number of test bags.
         test_kwargs: Extra generator arguments per test name (e.g. ``{"single_concept": {"dim": 8}}``).
         margin: Pass margin above chance (see :data:`VERDICT_RULE`).
         fit_margin: Validation-AUC margin above chance below which the verdict is inconclusive.
+        jobs: Worker processes (joblib/loky) running the (model, test, seed) runs in parallel, each with one
+            torch thread; 1 runs them here, with the caller's threads. A run's result does not depend on where
+            it runs, up to float rounding from the number of threads.
+        on_result: Called after each (model, test) is complete with ``{"label", "test", "entry", "done",
+            "total", "elapsed", "eta"}`` (runs done / planned, seconds so far, estimated seconds left).
 
     Returns:
         ``{"paper", "settings", "verdict_rule", "tests", "results", "seconds"}``; ``results[label][test]``
@@ -226,8 +234,10 @@ def check_assumptions(
         seed), ``chance_auc``, ``chance_accuracy``, ``pass_criterion``, ``verdict`` and ``reason``.
 
     Raises:
-        ValueError: Unknown test or model names, no seeds, bad sizes or epochs.
+        ValueError: Unknown test or model names, no seeds, bad sizes, epochs or jobs.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer (worker processes), got {jobs!r}")
     test_names = list(ASSUMPTION_TESTS) if tests is None else list(tests)
     bad = [t for t in test_names if t not in ASSUMPTION_TESTS]
     if bad or not test_names:
@@ -259,20 +269,32 @@ def check_assumptions(
     data = {
         (t, s): _split_data(t, s, settings, extra.get(t, {})) for t in test_names for s in seed_list
     }  # generated once, shared by all models
-    results: dict[str, dict[str, Any]] = {}
-    for label, factory in variants.items():
-        results[label] = {}
-        for t in test_names:
-            runs = [_run(factory, *data[(t, s)], config, s) for s in seed_list]
-            entry = _summarize(runs, ASSUMPTION_TESTS[t], margin, fit_margin)
-            results[label][t] = entry
-            if progress:
-                print(
-                    f"{label:<28} {t:<16} AUC {entry['auc_mean']:.3f} ± {entry['auc_std']:.3f}  "
-                    f"{entry['verdict']:<12} ({sum(entry['seconds']):.1f}s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    units = [(label, t, s) for label in variants for t in test_names for s in seed_list]
+    results: dict[str, dict[str, Any]] = {label: {} for label in variants}
+    pending: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for done, ((label, t, _), run) in enumerate(
+        zip(units, _map_runs(units, variants, data, config, jobs), strict=True), 1
+    ):
+        pending.setdefault((label, t), []).append(run)
+        if len(pending[(label, t)]) < len(seed_list):
+            continue
+        entry = _summarize(pending.pop((label, t)), ASSUMPTION_TESTS[t], margin, fit_margin)
+        results[label][t] = entry
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done * (len(units) - done)
+        if progress:
+            print(
+                f"{label:<28} {t:<16} AUC {entry['auc_mean']:.3f} ± {entry['auc_std']:.3f}  "
+                f"{entry['verdict']:<12} ({sum(entry['seconds']):.1f}s)  [{done}/{len(units)} runs, "
+                f"{_clock(elapsed)} elapsed, ~{_clock(eta)} left]",
+                file=sys.stderr,
+                flush=True,
+            )
+        if on_result is not None:
+            on_result(
+                {"label": label, "test": t, "entry": entry, "done": done, "total": len(units), "elapsed": elapsed,
+                 "eta": eta}
+            )  # fmt: skip
     return {
         "paper": PAPER,
         "settings": {
@@ -282,6 +304,7 @@ def check_assumptions(
             "lam_values": [float(v) for v in lam_values],
             "test_kwargs": extra,
             "standardize": False,
+            "jobs": jobs,
         },
         "verdict_rule": VERDICT_RULE.format(chance=_CHANCE, margin=margin, fit_margin=fit_margin),
         "tests": {
@@ -308,7 +331,32 @@ def _split_data(test: str, seed: int, settings: dict[str, Any], kwargs: dict[str
     return full_train.subset(tr), full_train.subset(va), test_set
 
 
-def _run(factory: ModelFactory, train, val, test, config: TrainConfig, seed: int) -> dict[str, float]:
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
+    )
+
+
+def _map_runs(units, variants: dict[str, ModelFactory], data, config: TrainConfig, jobs: int):
+    """The runs of ``units`` in order: here one after another, or in ``jobs`` loky workers (one thread each)."""
+    if jobs == 1:
+        for label, t, s in units:
+            yield _run(variants[label], *data[(t, s)], config, s)
+        return
+    from joblib import Parallel, delayed
+
+    work = (delayed(_run)(variants[label], *data[(t, s)], config, s, 1) for label, t, s in units)
+    yield from Parallel(n_jobs=jobs, backend="loky", return_as="generator")(work)
+
+
+def _run(
+    factory: ModelFactory, train, val, test, config: TrainConfig, seed: int, threads: int | None = None
+) -> dict[str, float]:
+    if threads is not None:  # a worker process: one thread, so that `jobs` workers share the cores
+        torch.set_num_threads(threads)
     with torch.random.fork_rng(devices=[]):  # leave the caller's global torch RNG untouched
         torch.manual_seed(seed)  # model initialisation
         model = factory(train.num_features)

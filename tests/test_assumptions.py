@@ -128,3 +128,36 @@ def test_markdown_table() -> None:
     assert "Rule:" in md and "quick" in md and "2310.17867" in md
     with pytest.raises(ValueError, match="missing keys"):
         assumptions_markdown({"results": {}})
+
+
+def test_jobs_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        check_assumptions(models=["attention"], jobs=0, quick=True)
+
+
+def test_progress_callback_counts_runs_and_estimates_time_left() -> None:
+    events = []
+    check_assumptions(
+        models=[("linear_mean", _linear_mean)], tests=["single_concept", "false_frequency"], on_result=events.append,
+        **{**SMALL, "epochs": 2},
+    )  # fmt: skip
+    assert [(e["test"], e["done"], e["total"]) for e in events] == [("single_concept", 2, 4), ("false_frequency", 4, 4)]
+    assert events[-1]["eta"] == 0.0 and events[0]["eta"] >= 0.0 and events[0]["entry"]["verdict"]
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_results() -> None:
+    """Each run is seeded by its own seed: where it runs (here or a worker, one thread each) does not matter."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: float sums in the same order
+    kwargs = {
+        **SMALL,
+        "epochs": 3,
+        "models": ["minet_instance", ("linear_mean", _linear_mean)],
+        "tests": ["single_concept"],
+    }
+    serial = check_assumptions(**kwargs)["results"]
+    parallel = check_assumptions(**kwargs, jobs=2)["results"]
+    torch.set_num_threads(threads)
+    for label in serial:
+        assert serial[label]["single_concept"]["test_auc"] == parallel[label]["single_concept"]["test_auc"]

@@ -1,4 +1,5 @@
-"""The ``lossattn`` command: demo, train, cv, evaluate, predict, explain, reproduce, data, models, presets.
+"""The ``lossattn`` command: demo, train, cv, evaluate, predict, explain, reproduce, check-assumptions, data, models,
+presets.
 
 One module per command (each adds its parser and runs it); every command is a thin layer over the library.
 User mistakes (unknown names, missing data, bad overrides, a checkpoint that does not fit the data) end with
@@ -12,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from lossattn.cli import assumptions as assumptions_command
 from lossattn.cli import data as data_command
 from lossattn.cli import demo, evaluate, explain, predict, registries, reproduce, train
 from lossattn.cli.common import CLIError, Formatter, add_common, error_lines, format_table
@@ -29,13 +31,14 @@ examples:
   lossattn predict lossattn-demo/runs/loss_attention/r0 digits-bags-multi --out preds/
   lossattn explain lossattn-demo/runs/loss_attention/r0 digits-bags-multi --out pictures/ --bags 4
   lossattn reproduce figure3 --quick
+  lossattn check-assumptions --quick              # MIL-assumption unit tests of every bag model
   lossattn <command> --help                       # options of one command
 
 User errors exit with code 2 and one 'error:' line plus a 'hint:' line; add --debug for a traceback.
 """
 
 # in the order of `lossattn --help`
-COMMANDS = (demo, train, evaluate, predict, explain, reproduce, data_command, registries)
+COMMANDS = (demo, train, evaluate, predict, explain, reproduce, assumptions_command, data_command, registries)
 
 
 def build_parser() -> argparse.ArgumentParser:

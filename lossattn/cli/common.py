@@ -40,6 +40,7 @@ class CLIError(ValueError):
 _HINTS: list[tuple[tuple[str, ...], str]] = [
     (("unknown model", "uses unknown model"), "`lossattn models` lists the registered models"),
     (("unknown preset",), "`lossattn presets` lists the presets"),
+    (("unknown reference method",), "--reference names one of the methods compared (default: the first)"),
     (
         ("unknown dataset", "no file or folder"),
         "`lossattn data list` shows the known datasets; your own bags: a folder with manifest.csv or a CSV/Parquet table",

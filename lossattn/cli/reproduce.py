@@ -1,4 +1,8 @@
-"""``lossattn reproduce``: a table or figure of the paper with the honest protocol (JSON + Markdown [+ PNG])."""
+"""``lossattn reproduce``: a table or figure of the paper with the honest protocol (JSON + Markdown [+ PNG]).
+
+Every report pairs each method with a reference method (``--reference``, default the first) over the same
+splits: mean difference, standard error, 95 % interval, wins/ties/losses and a paired test (``--paired-test``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 from lossattn.cli.common import CLIError, data_dir, device_option, progress_enabled, say
 from lossattn.experiments import figures, image_tables, table3
 from lossattn.experiments.bag_tables import TABLE1_DATASETS, reproduce_table1, reproduce_table2
+from lossattn.protocols.comparison import PAIRED_TESTS
 from lossattn.protocols.config import parse_override
 
 __all__ = ["REPRODUCIBLE", "add_parser", "run"]
@@ -60,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         root=root,
         progress=progress_enabled(args),
         overrides=overrides or None,
+        reference=args.reference,
+        paired_test=args.paired_test,
     )
     methods = _csv_list(args.methods)
     say(f"Reproducing {name}" + (" (QUICK smoke-test settings, not a result)" if args.quick else "") + f" -> {out}")
@@ -128,5 +135,16 @@ def add_parser(sub, add) -> None:
     p.add_argument("--task", metavar="T", help="table2: binary,multiclass; figures: multiclass (default) or binary")
     p.add_argument("--bag-counts", metavar="N,N", help="table2: training bag counts (default 50,100,150,200)")
     p.add_argument("--lams", metavar="X,X", help="figure3: λ values (default 0,1e-4,1e-3,1e-2,0.1,1,10,100)")
+    p.add_argument(
+        "--reference",
+        metavar="METHOD",
+        help="the method every other is compared with over the same splits (default: the first method)",
+    )
+    p.add_argument(
+        "--paired-test",
+        choices=PAIRED_TESTS,
+        default="wilcoxon",
+        help="wilcoxon (default), t, or corrected-t (Nadeau-Bengio: folds share training bags)",
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key of every experiment, e.g. --set train.device=cuda")  # fmt: skip

@@ -6,15 +6,23 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lossattn.cli.common import CLIError, check_output_folder, fmt, format_table, pm, progress_enabled, say
+from lossattn.cli.common import CLIError, check_output_folder, fmt, format_table, pm, progress_enabled, say, wrap
 from lossattn.cli.experiment import add_experiment_options, build_experiment, split_text
 from lossattn.cli.plan import guard_finished_runs, make_plan, remove_if_unused
 from lossattn.io import atomic_write_text
+from lossattn.protocols.comparison import (
+    PAIRED_TESTS,
+    check_reference,
+    comparison_markdown,
+    comparison_notes,
+    comparison_rows,
+    spread_markdown,
+)
 from lossattn.protocols.fanout import run_experiment
 from lossattn.protocols.runs import RunSpec, plan_runs
 from lossattn.protocols.summary import protocol_description, selection_description
 
-__all__ = ["ESTIMATE_FROM", "add_parser", "cv_table", "run_cv", "run_train"]
+__all__ = ["ESTIMATE_FROM", "add_parser", "comparison_text", "cv_table", "run_cv", "run_train"]
 
 #: run-epochs from which the plan measures and prints an estimated time
 ESTIMATE_FROM = 200
@@ -48,7 +56,9 @@ def _train_specs(cfg, args: argparse.Namespace) -> list[RunSpec]:
     return [RunSpec(m, repeat, fold) for m in cfg.methods]
 
 
-def _run(cfg, args: argparse.Namespace, specs: list[RunSpec], command: str) -> dict[str, Any]:
+def _run(
+    cfg, args: argparse.Namespace, specs: list[RunSpec], command: str, reference: str | None = None
+) -> dict[str, Any]:
     """Plan, guard, train; a folder this command created is removed again if it fails before anything is kept."""
     out = Path(args.out)
     existed = out.exists()
@@ -69,6 +79,8 @@ def _run(cfg, args: argparse.Namespace, specs: list[RunSpec], command: str) -> d
             progress=progress_enabled(args) and command == "cv",
             runs=specs,
             engine=args.engine,
+            reference=reference,
+            paired_test=getattr(args, "paired_test", "wilcoxon"),
         )
     except Exception:
         remove_if_unused(out, existed)
@@ -122,22 +134,39 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cv_table(summary: dict[str, Any]) -> tuple[str, str]:
-    """The aggregate table of a cv result and the note under it."""
+def cv_table(summary: dict[str, Any], spread: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The aggregate table of a cv result and the note under it.
+
+    With ``spread`` (a result's ``spread`` section) and more than one repeat, a ``rep. sd`` column gives the
+    repeat-to-repeat sample std of the first metric beside the run std.
+    """
     columns = [(key, title) for key, title in _CV_COLUMNS if any(key in e for e in summary.values())]
     oracle = any(e["oracle_accuracy"].get("n") for e in summary.values())
-    headers = ["method", "runs", *(t for _, t in columns), *(["oracle acc*"] if oracle else []), "epoch", "s/run"]
-    rows = [
-        [
-            m,
-            e["runs"],
-            *(pm(e.get(key)) for key, _ in columns),
-            *([pm(e["oracle_accuracy"])] if oracle else []),
-            fmt(e["selected_epoch"]["mean"] + 1, 1),
-            fmt(e["seconds"]["mean"], 1),
-        ]
-        for m, e in summary.items()
-    ]
+    first = columns[0] if columns else None
+    repeat_sd = None
+    if spread and first is not None:
+        by_method = spread.get("test_" + first[0]) or {}
+        if any(s.get("n_repeats", 0) > 1 for s in by_method.values()):
+            repeat_sd = by_method
+    headers = ["method", "runs", *(t for _, t in columns)]
+    if repeat_sd is not None:
+        headers.insert(3, "rep. sd")  # beside the first metric's mean ± std
+    headers += [*(["oracle acc*"] if oracle else []), "epoch", "s/run"]
+    rows = []
+    for m, e in summary.items():
+        cells = [pm(e.get(key)) for key, _ in columns]
+        if repeat_sd is not None:
+            cells.insert(1, fmt((repeat_sd.get(m) or {}).get("repeat_spread")))
+        rows.append(
+            [
+                m,
+                e["runs"],
+                *cells,
+                *([pm(e["oracle_accuracy"])] if oracle else []),
+                fmt(e["selected_epoch"]["mean"] + 1, 1),
+                fmt(e["seconds"]["mean"], 1),
+            ]
+        )
     note = (
         "test bags, mean ± std over runs; bal. acc = balanced accuracy (mean recall of the classes: 1/K for a model "
         "that predicts one class); epoch: mean selected epoch (validation)"
@@ -147,25 +176,50 @@ def cv_table(summary: dict[str, Any]) -> tuple[str, str]:
             "\npatch AP: average precision of the instance weights against the known positive instances (pooled over "
             "bags); FROC: CAMELYON16 lesion FROC score of the weights (whole-slide data with coordinates)"
         )
+    if repeat_sd is not None:
+        note += (
+            f"\nrep. sd: std of the repeat means of {first[1]} (sample std): how much the figure moves with the seed"
+        )
     if oracle:
         note += "\n* best test accuracy over epochs (the reference code's test-set selection): for comparison only"
     return format_table(headers, rows), note
 
 
+def comparison_text(comparison: dict[str, Any]) -> str:
+    """The paired comparison of a cv result as a plain-text table and its notes ("" for a single method)."""
+    headers, rows = comparison_rows(comparison)
+    if not rows:
+        return ""
+    return format_table(headers, rows) + "\n" + "\n".join(wrap(n) for n in comparison_notes(comparison))
+
+
 def run_cv(args: argparse.Namespace) -> int:
     cfg = build_experiment(args, "cv")
+    try:
+        reference = check_reference(cfg.methods, args.reference)
+    except ValueError as exc:
+        raise CLIError(str(exc), "name one of the methods of this experiment with --reference") from None
     out = Path(args.out)
     specs = plan_runs(cfg)
     say(f"{cfg.name}: {len(cfg.methods)} method(s) on {cfg.data.name}, {len(specs)} runs -> {out}")
     say(f"Protocol: {protocol_description(cfg)}")
-    result = _run(cfg, args, specs, "cv")
-    table, note = cv_table(result["summary"])
+    result = _run(cfg, args, specs, "cv", reference)
+    table, note = cv_table(result["summary"], result["spread"])
     say("")
     say(table)
     say(note)
+    compared = comparison_text(result["comparison"])
+    if compared:
+        say("")
+        say(compared)
     md = [f"# {cfg.name}", "", f"Protocol: {result['protocol']}", "", "```", table, "```", "", note, ""]
+    md += comparison_markdown(result["comparison"], f"## Paired comparison with {reference}")
+    md += spread_markdown(result["spread"], "## Spread: folds versus repeats")
     atomic_write_text(out / "summary.md", "\n".join(md))
-    say(f"\nWrote {out}/results.json (every run), summary.md, and one folder per run ({out}/<method>/<run>/)")
+    say(
+        f"\nWrote {out}/results.json (every run, the comparison and the spread), summary.md, and one folder per run "
+        f"({out}/<method>/<run>/)"
+    )
     return 0
 
 
@@ -201,10 +255,24 @@ def add_parser(sub, add) -> None:
         "  lossattn cv -d fox -m loss_attention,attention --jobs 2\n"
         "  lossattn cv --preset mnist_bags_multiclass --set data.kwargs.num_bags=100 --device auto\n"
         "  lossattn cv -d musk1 --folds 5 --repeats 1 --epochs 20\n"
-        "  lossattn cv -d musk1 --set train.oracle=true   # also record the paper's best-test-epoch figure\n\n"
+        "  lossattn cv -d musk1 --set train.oracle=true   # also record the paper's best-test-epoch figure\n"
+        "  lossattn cv -d musk1 -m attention,loss_attention --reference attention --paired-test corrected-t\n\n"
+        "After the table, cv pairs every method with the reference (default: the first method) over the same folds:\n"
+        "mean difference, standard error, 95% interval, wins/ties/losses and a paired test (Wilcoxon by default:\n"
+        "fold differences are few and not normal). results.json gets `comparison` and `spread` (fold-to-fold vs\n"
+        "repeat-to-repeat), summary.md their tables.\n\n"
         "Before it starts, cv prints its plan: the runs, the engine of each method, the threads and an estimated\n"
         "time measured on one epoch of each method.",
         run_cv,
     )
     add_experiment_options(p, "cv")
+    c = p.add_argument_group("comparison")
+    c.add_argument(
+        "--reference",
+        metavar="METHOD",
+        help="the method every other is compared with, over the same folds (default: the first method)",
+    )
+    c.add_argument("--paired-test", choices=PAIRED_TESTS, default="wilcoxon",
+                   help="wilcoxon (default: few, non-normal fold differences), t (paired t-test), or corrected-t "
+                   "(Nadeau-Bengio corrected resampled t-test: folds share training bags)")  # fmt: skip
     p.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address (tcp://host:port) to fan runs out")

@@ -36,6 +36,7 @@ from .bagfiles import (
     read_coords,
     read_coords_shape,
 )
+from .bagpaths import SLIDE_EXTENSIONS, find_bag_file, find_coords_file, other_subfolders
 from .base import (
     BaseBagDataset,
     as_index_array,
@@ -58,10 +59,6 @@ __all__ = [
     "SLIDE_EXTENSIONS",
 ]
 
-_SUBFOLDERS = ("", "pt_files", "h5_files", "features")
-_COORDS_SUBFOLDERS = ("h5_files", "", "patches")
-#: whole-slide image extensions dropped from a slide id to find its feature file
-SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".czi")
 #: names tried, in order, for a manifest column left at AUTO
 MANIFEST_COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     "bag": ("bag_id", "slide_id"),
@@ -373,60 +370,6 @@ class FeatureFolderDataset(BaseBagDataset):
         return out
 
 
-def _candidates(bag_id: str) -> list[str]:
-    """File stems to try for a bag id: the id, then the id without a slide file extension."""
-    out = [bag_id]
-    stem, ext = os.path.splitext(bag_id)
-    if ext.lower() in SLIDE_EXTENSIONS and stem:
-        out.append(stem)
-    return out
-
-
-def _find_bag_file(folder: Path, bag_id: str, other_subfolders: Sequence[str] = ()) -> tuple[Path | None, list[Path]]:
-    """The file of bag ``bag_id``: in ``folder`` or a usual subfolder, else in exactly one other subfolder
-    (``feats/``, TRIDENT's ``features_<encoder>/`` ...); a bag found in several other subfolders is ambiguous."""
-    tried = []
-    for stem in _candidates(bag_id):
-        for sub in _SUBFOLDERS:
-            for ext in BAG_FILE_EXTENSIONS:
-                p = folder / sub / f"{stem}{ext}" if sub else folder / f"{stem}{ext}"
-                tried.append(p)
-                if p.is_file():
-                    return p, tried
-    hits: dict[str, Path] = {}
-    for sub in other_subfolders:
-        for stem in _candidates(bag_id):
-            for ext in BAG_FILE_EXTENSIONS:
-                p = folder / sub / f"{stem}{ext}"
-                if sub not in hits and p.is_file():
-                    hits[sub] = p
-    if len(hits) > 1:
-        raise DataFormatError(
-            f"{folder}: bag {bag_id!r} has a file in several subfolders ({', '.join(sorted(hits))}); keep one "
-            f"subfolder of features, or name each bag's file in a 'file' column of the manifest"
-        )
-    return next(iter(hits.values()), None), tried
-
-
-def _other_subfolders(folder: Path) -> list[str]:
-    usual = set(_SUBFOLDERS) | set(_COORDS_SUBFOLDERS)
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in usual)
-
-
-def _find_coords_file(folder: Path, bag_id: str, bag_file: Path) -> Path | None:
-    """For a bag file without coordinates of its own kind (``.pt``/``.npy``/``.npz``): the ``.h5`` of the same
-    slide, if one exists."""
-    if bag_file.suffix.lower() in (".h5", ".hdf5"):
-        return None
-    for stem in [bag_file.stem, *_candidates(bag_id)]:
-        for sub in _COORDS_SUBFOLDERS:
-            for ext in (".h5", ".hdf5"):
-                p = folder / sub / f"{stem}{ext}" if sub else folder / f"{stem}{ext}"
-                if p.is_file():
-                    return p
-    return None
-
-
 def load_feature_folder(
     folder: str | os.PathLike[str],
     manifest: str | os.PathLike[str] = "manifest.csv",
@@ -561,7 +504,7 @@ def load_feature_folder(
         raise DataFormatError(f"{mpath}: no bag has split {split!r}; splits present: {sorted(set(splits or []))}")
     files: list[Path] = []
     coords_files: list[Path | None] = []
-    others = _other_subfolders(folder)
+    others = other_subfolders(folder)
     for k in keep:
         bag_id, line = bag_ids[k], int(body_lines[k])
         rel = files_col[k] if files_col is not None else ""
@@ -570,7 +513,7 @@ def load_feature_folder(
             if not path.is_file():
                 raise DataNotFoundError(f"{mpath}, line {line}: bag {bag_id!r}: file {path} does not exist")
         else:
-            found, _ = _find_bag_file(folder, bag_id, others)
+            found, _ = find_bag_file(folder, bag_id, others)
             if found is None:
                 raise DataNotFoundError(
                     f"{mpath}, line {line}: no file for bag {bag_id!r}; expected {folder / bag_id}"
@@ -579,7 +522,7 @@ def load_feature_folder(
                 )
             path = found
         files.append(path)
-        coords_files.append(_find_coords_file(folder, bag_id, path))
+        coords_files.append(find_coords_file(folder, bag_id, path))
     meta = {
         "source_folder": str(folder),
         "manifest": str(mpath),

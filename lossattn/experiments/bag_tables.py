@@ -14,6 +14,7 @@ from typing import Any
 
 from lossattn.experiments import paper
 from lossattn.io import atomic_write_json, atomic_write_text
+from lossattn.protocols.comparison import result_markdown
 from lossattn.protocols.config import ExperimentConfig, apply_overrides, load_preset
 from lossattn.protocols.fanout import run_experiment
 from lossattn.protocols.summary import protocol_description
@@ -53,6 +54,8 @@ def reproduce_table1(
     root: str | None = None,
     progress: bool = False,
     engine: str = "auto",
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
     """Table 1: classic MIL benchmarks, 10-fold CV × 5 repeats (``classic_mil`` preset).
 
@@ -68,6 +71,8 @@ def reproduce_table1(
         engine: ``"auto"`` trains groups of runs of a supported method as one batched computation (same
             semantics, see :mod:`lossattn.engine.manyruns`: Loss-Attention and Attention with the hand-written
             backend, the MI-Net baselines with the torch.func one), ``"trainer"`` one run at a time.
+        reference / paired_test: the paired comparison of every method with ``reference`` (default: the first
+            method) on each dataset (see :func:`~lossattn.protocols.comparison.compare_methods`).
     """
     out = Path(out_dir)
     settings = {**(QUICK_TABLE1 if quick else {}), **(overrides or {})}
@@ -78,8 +83,9 @@ def reproduce_table1(
         cfg = _configure("classic_mil", {**settings, "data.name": name}, methods)
         cfg.name = f"table1_{name}"
         results[name] = run_experiment(
-            cfg, out / name, jobs=jobs, scheduler=scheduler, resume=resume, progress=progress, engine=engine
-        )
+            cfg, out / name, jobs=jobs, scheduler=scheduler, resume=resume, progress=progress, engine=engine,
+            reference=reference, paired_test=paired_test,
+        )  # fmt: skip
     report = {"table": "table1", "quick": quick, "engine": engine, "datasets": results}
     atomic_write_json(out / "table1.json", report)
     atomic_write_text(out / "table1.md", table1_markdown(results, quick))
@@ -122,6 +128,9 @@ def table1_markdown(results: dict[str, Any], quick: bool = False) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     else:
         lines += ["", _NO_ORACLE]
+    lines.append("")
+    for d in datasets:
+        lines += result_markdown(results[d], f" — {d.upper()}")
     return "\n".join(lines) + "\n"
 
 
@@ -146,8 +155,14 @@ def reproduce_table2(
     resume: bool = True,
     root: str | None = None,
     progress: bool = False,
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
-    """Table 2: MNIST-bags binary (AUC) and multi-class (accuracy) for 50/100/150/200 training bags."""
+    """Table 2: MNIST-bags binary (AUC) and multi-class (accuracy) for 50/100/150/200 training bags.
+
+    Each setting's result carries the paired comparison of every method with ``reference`` (default: the first
+    method) and the spread over repeats (:mod:`lossattn.protocols.comparison`).
+    """
     out = Path(out_dir)
     settings = {**(QUICK_TABLE2 if quick else {}), **(overrides or {})}
     if repeats is not None:
@@ -164,8 +179,9 @@ def reproduce_table2(
             cfg = _configure(preset, {**settings, "data.kwargs.num_bags": int(n)}, methods)
             cfg.name = f"table2_{task}_{n}"
             results[task][n] = run_experiment(
-                cfg, out / task / f"bags{n}", jobs=jobs, scheduler=scheduler, resume=resume, progress=progress
-            )
+                cfg, out / task / f"bags{n}", jobs=jobs, scheduler=scheduler, resume=resume, progress=progress,
+                reference=reference, paired_test=paired_test,
+            )  # fmt: skip
     report = {"table": "table2", "quick": quick, "tasks": results}
     atomic_write_json(out / "table2.json", report)
     atomic_write_text(out / "table2.md", table2_markdown(results, quick))
@@ -199,6 +215,8 @@ def table2_markdown(results: dict[str, dict[int, Any]], quick: bool = False) -> 
         else:
             lines += ["", _NO_ORACLE]
         lines.append("")
+        for n in counts:
+            lines += result_markdown(by_n[n], f" — {task}, {n} bags", level="###")
     return "\n".join(lines) + "\n"
 
 

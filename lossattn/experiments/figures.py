@@ -28,6 +28,7 @@ from typing import Any
 
 from lossattn.io import atomic_write_json, atomic_write_text
 from lossattn.metrics import DEFAULT_THRESHOLDS
+from lossattn.protocols.comparison import result_markdown
 from lossattn.protocols.config import ExperimentConfig, MethodConfig, apply_overrides, load_preset
 from lossattn.protocols.fanout import run_experiment
 
@@ -149,11 +150,16 @@ def _run(
     progress: bool,
     legend: dict[str, str],
     legend_title: str | None,
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
     from lossattn.plots import plot_retrieval_curves
 
     out = Path(out_dir)
-    result = run_experiment(cfg, out / "runs", jobs=jobs, scheduler=scheduler, resume=resume, progress=progress)
+    result = run_experiment(
+        cfg, out / "runs", jobs=jobs, scheduler=scheduler, resume=resume, progress=progress, reference=reference,
+        paired_test=paired_test,
+    )  # fmt: skip
     curves = retrieval_curves(result)
     if not curves:
         raise ValueError(f"{figure}: no run produced instance weights with known instance labels")
@@ -202,6 +208,8 @@ def reproduce_figure2(
     resume: bool = True,
     root: str | None = None,
     progress: bool = False,
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
     """Figure 2: instance retrieval precision / recall / F-score against τ per method (50 training bags).
 
@@ -216,6 +224,8 @@ def reproduce_figure2(
         resume: Reuse finished runs in ``out_dir``.
         root: Data root.
         progress: Progress bar over runs.
+        reference / paired_test: The bag-level paired comparison of every method with ``reference`` (default:
+            the first method) over the same repeats (:func:`~lossattn.protocols.comparison.compare_methods`).
     """
     settings = dict(overrides or {})
     if repeats is not None:
@@ -232,7 +242,8 @@ def reproduce_figure2(
     }
     legend = {m: names.get(m, m) for m in cfg.methods}
     return _run("figure2", out_dir, cfg, quick=quick, jobs=jobs, scheduler=scheduler, resume=resume,
-                progress=progress, legend=legend, legend_title=None)  # fmt: skip
+                progress=progress, legend=legend, legend_title=None, reference=reference,
+                paired_test=paired_test)  # fmt: skip
 
 
 def reproduce_figure3(
@@ -248,6 +259,8 @@ def reproduce_figure3(
     resume: bool = True,
     root: str | None = None,
     progress: bool = False,
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
     """Figure 3: Loss-Attention's instance retrieval against τ for each λ (50 training bags).
 
@@ -261,7 +274,8 @@ def reproduce_figure3(
     cfg = figure_config("figure3", task=task, quick=quick, lams=lams, overrides=settings)
     legend = {lambda_label(float(lam)): f"{float(lam):g}" for lam in lams}
     return _run("figure3", out_dir, cfg, quick=quick, jobs=jobs, scheduler=scheduler, resume=resume,
-                progress=progress, legend=legend, legend_title="λ")  # fmt: skip
+                progress=progress, legend=legend, legend_title="λ", reference=reference,
+                paired_test=paired_test)  # fmt: skip
 
 
 def _f(value: Any) -> str:
@@ -316,4 +330,5 @@ def figure_markdown(report: dict[str, Any]) -> str:
     for m, b in report["bag_metrics"].items():
         lines.append(f"| {legend.get(m, m)} | {_f(b['accuracy'])} ± {_f(b['accuracy_std'])} | {_f(b['auc'])} |")
     lines.append("")
+    lines += result_markdown(report.get("experiment") or {})
     return "\n".join(lines) + "\n"

@@ -24,10 +24,10 @@ from lossattn.experiments.image_runs import (
 )
 from lossattn.experiments.table3 import cifar10_source
 from lossattn.io import atomic_write_json, atomic_write_text, versions
-from lossattn.metrics import summarize
+from lossattn.protocols.comparison import check_reference, compare_methods, result_markdown, spread_summary
 from lossattn.protocols.config import config_to_dict
 
-__all__ = ["reproduce_table4", "reproduce_table5", "table4_markdown", "table5_markdown"]
+__all__ = ["paired_sections", "reproduce_table4", "reproduce_table5", "table4_markdown", "table5_markdown"]
 
 
 def _fmt(summary: dict[str, float] | None) -> str:
@@ -54,6 +54,8 @@ def reproduce_table4(
     progress: bool = False,
     jobs: int = 1,
     scheduler: str | None = None,
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
     """Table 4: CIFAR-10 accuracy of ResNet18-MIL with 1,000 / 5,000 / all training images.
 
@@ -76,6 +78,8 @@ def reproduce_table4(
         num_workers: DataLoader workers.
         progress: progress bars over epochs.
         jobs / scheduler: accepted for CLI symmetry; runs are sequential (one GPU).
+        reference / paired_test: every method is compared with ``reference`` (default: the first method) over
+            the repeats of each size, which share their training subset (:func:`paired_sections`).
     """
     from lossattn.datasets import CIFAR10_CLASSES, load_cifar10
     from lossattn.datasets.cifar import CIFAR10_MEAN, CIFAR10_STD
@@ -83,6 +87,7 @@ def reproduce_table4(
     out = Path(out_dir)
     start = time.perf_counter()
     cfg = image_config("cifar10_images", quick, overrides, methods, root)
+    reference = check_reference(cfg.methods, reference)  # before any training
     if sizes is None:
         sizes = QUICK_TABLE4_SIZES if quick else tuple(cfg.data.kwargs.get("train_sizes", (1000, 5000, None)))
     if quick:
@@ -136,6 +141,7 @@ def reproduce_table4(
         "device_name": device_name(dev),
         "runs": records,
         "summary": summaries(records, ("test_accuracy", "oracle_test_accuracy", "last_epoch_test_accuracy", "seconds")),
+        **paired_sections(records, reference, paired_test),
         "seconds": time.perf_counter() - start,
         "versions": versions(),
     }
@@ -144,12 +150,27 @@ def reproduce_table4(
     return report
 
 
-def _paired_images(records: list[dict[str, Any]], size: str, a: str, b: str) -> dict[str, Any]:
-    by = {(r["method"], r["repeat"]): r["test_accuracy"] for r in records if size_key(r.get("size")) == size}
-    diffs = [by[(a, rep)] - v for (m, rep), v in by.items() if m == b and (a, rep) in by]
-    out = summarize(diffs)
-    out.update(wins=sum(d > 1e-12 for d in diffs), losses=sum(d < -1e-12 for d in diffs))
-    return out
+def paired_sections(records: list[dict[str, Any]], reference: str, paired_test: str) -> dict[str, Any]:
+    """``{"comparison": {size: ...}, "spread": {size: ...}}``: per training-set size, every method against
+    ``reference`` over the repeats both ran (:func:`~lossattn.protocols.comparison.compare_methods`, paired on
+    ``repeat``: the methods of one repeat share its training subset and the test images), and the spread."""
+    by_size: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_size.setdefault(size_key(r.get("size")), []).append(r)
+    return {
+        "comparison": {
+            size: compare_methods(rows, reference, paired_test, pair_on=("repeat",)) for size, rows in by_size.items()
+        },
+        "spread": {size: spread_summary(rows) for size, rows in by_size.items()},
+    }
+
+
+def _paired_markdown(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for size, comparison in (report.get("comparison") or {}).items():
+        where = f" — {size} training images"
+        lines += result_markdown({"comparison": comparison, "spread": (report.get("spread") or {}).get(size)}, where)
+    return lines
 
 
 def _setup_lines(report: dict[str, Any]) -> list[str]:
@@ -192,15 +213,6 @@ def table4_markdown(report: dict[str, Any]) -> str:
             pub = paper.TABLE4.get(m)
             cells.append(f"{ours} / {pub[col[s]]:.3f}" if pub is not None and s in col else ours)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    if "loss_attention" in methods:
-        lines += ["", "Loss-Attention minus each baseline on the same subsets (mean ± std over repeats; W/L):", ""]
-        lines += [head.replace("| method |", "| comparison |"), rule]
-        for b in (m for m in methods if m != "loss_attention"):
-            cells = []
-            for s in sizes:
-                d = _paired_images(report["runs"], s, "loss_attention", b)
-                cells.append(f"{_fmt(d)} ({d['wins']}/{d['losses']})" if d["n"] else "–")
-            lines.append(f"| LA − {b} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Optimistic figure (best *test* accuracy over epochs, the reference code's selection):",
@@ -214,6 +226,8 @@ def table4_markdown(report: dict[str, Any]) -> str:
             + " | ".join(_fmt(summary.get(s, {}).get(m, {}).get("oracle_test_accuracy")) for s in sizes)
             + " |"
         )
+    lines.append("")
+    lines += _paired_markdown(report)
     return "\n".join(lines) + "\n"
 
 
@@ -236,6 +250,8 @@ def reproduce_table5(
     progress: bool = False,
     jobs: int = 1,
     scheduler: str | None = None,
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
     """Table 5: Tiny ImageNet top-1, top-5 and localization AP of ResNet18-MIL (train on train, test on val).
 
@@ -248,6 +264,7 @@ def reproduce_table5(
             data; default: only when ``quick`` and the real data is not found. The report says so.
         train_size / test_size: class-balanced subsets (default: everything).
         root: data root or the extracted ``tiny-imagenet-200`` folder.
+        reference / paired_test: as :func:`reproduce_table4`.
     """
     from lossattn.datasets.errors import DataNotFoundError
     from lossattn.datasets.tinyimagenet import (
@@ -261,6 +278,7 @@ def reproduce_table5(
     out = Path(out_dir)
     start = time.perf_counter()
     cfg = image_config("tinyimagenet_images", quick, overrides, methods, root)
+    reference = check_reference(cfg.methods, reference)  # before any training
     data_root_ = cfg.data.root
     if synthetic is None:
         synthetic = False
@@ -321,6 +339,7 @@ def reproduce_table5(
         "summary": summaries(
             records, ("test_accuracy", "test_top5", "test_localization_ap", "oracle_test_accuracy", "seconds")
         ),
+        **paired_sections(records, reference, paired_test),
         "seconds": time.perf_counter() - start,
         "versions": versions(),
     }
@@ -361,4 +380,6 @@ def table5_markdown(report: dict[str, Any]) -> str:
             cells.append(f"{ours} / {pub[j]:.3f}" if pub is not None else ours)
         cells.append(_fmt(s.get("oracle_test_accuracy")))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += _paired_markdown(report)
     return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from lossattn.datasets.catalog import cifar10_candidates
 from lossattn.datasets.sources import data_root, find_data_file
 from lossattn.experiments import paper
 from lossattn.io import atomic_write_json, atomic_write_text
-from lossattn.metrics import summarize
+from lossattn.protocols.comparison import result_markdown
 from lossattn.protocols.config import ExperimentConfig, apply_overrides, load_preset
 from lossattn.protocols.data import is_generator, make_generated
 from lossattn.protocols.fanout import run_experiment
@@ -28,7 +28,6 @@ __all__ = [
     "QUICK_TABLE3",
     "TABLE3_SETTINGS",
     "cifar10_source",
-    "paired_difference",
     "reproduce_table3",
     "scaled_length",
     "splittable_repeats",
@@ -124,6 +123,8 @@ def reproduce_table3(
     resume: bool = True,
     root: str | None = None,
     progress: bool = False,
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
     """Table 3: CIFAR10-bags accuracy for each (bag-size mean, training bags) setting.
 
@@ -142,6 +143,8 @@ def reproduce_table3(
         resume: reuse finished runs in ``out_dir`` and continue interrupted ones.
         root: data root (default ``$LOSSATTN_DATA`` or the cache folder).
         progress: progress bar over runs.
+        reference / paired_test: every method is compared with ``reference`` (default: the first method) on the
+            same bags of each setting (:func:`~lossattn.protocols.comparison.compare_methods`).
     """
     out = Path(out_dir)
     chosen = list(settings) if settings is not None else ([(10, 500)] if quick else list(TABLE3_SETTINGS))
@@ -163,6 +166,8 @@ def reproduce_table3(
             resume=resume,
             progress=progress,
             runs=runs,
+            reference=reference,
+            paired_test=paired_test,
         )
         results[key]["repeats_used"], results[key]["repeats_skipped"] = used, skipped
     report = {
@@ -220,23 +225,6 @@ def _fmt(summary: dict[str, float] | None) -> str:
     if not summary or summary.get("n", 0) == 0 or math.isnan(summary["mean"]):
         return "–"
     return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
-
-
-def paired_difference(records: list[dict[str, Any]], a: str, b: str, key: str = "test_accuracy") -> dict[str, Any]:
-    """Per-repeat differences ``a − b`` on the same bags: mean, std, wins/ties/losses of ``a``."""
-    by = {(r["method"], r["repeat"], r.get("fold")): r.get(key) for r in records}
-    diffs = [
-        by[(a, rep, fold)] - v
-        for (m, rep, fold), v in by.items()
-        if m == b and (a, rep, fold) in by and v is not None and by[(a, rep, fold)] is not None
-    ]
-    out = summarize(diffs)
-    out.update(
-        wins=sum(d > 1e-12 for d in diffs),
-        ties=sum(abs(d) <= 1e-12 for d in diffs),
-        losses=sum(d < -1e-12 for d in diffs),
-    )
-    return out
 
 
 def table3_markdown(report: dict[str, Any]) -> str:
@@ -300,17 +288,6 @@ def table3_markdown(report: dict[str, Any]) -> str:
             pub = paper.TABLE3.get(m, {}).get((mean, n))
             cells.append(f"{ours} / {pub:.3f}" if pub is not None else ours)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    if "loss_attention" in methods:
-        others = [m for m in methods if m != "loss_attention"]
-        if others:
-            lines += ["", "Loss-Attention minus each baseline on the same bags (mean ± std over repeats; W/T/L):", ""]
-            lines += [head.replace("| method |", "| comparison |"), rule]
-            for b in others:
-                cells = []
-                for key in keys:
-                    d = paired_difference(results[key]["runs"], "loss_attention", b)
-                    cells.append(f"{_fmt(d)} ({d['wins']}/{d['ties']}/{d['losses']})" if d["n"] else "–")
-                lines.append(f"| LA − {b} | " + " | ".join(cells) + " |")
     has_oracle = any(
         results[k]["summary"].get(m, {}).get("oracle_accuracy", {}).get("n", 0) for k in keys for m in methods
     )
@@ -330,4 +307,7 @@ def table3_markdown(report: dict[str, Any]) -> str:
                 f"{s.get('selected_epoch', {}).get('mean', float('nan')):.1f} / {s.get('seconds', {}).get('mean', float('nan')):.0f} s"
             )
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for key, (mean, n) in zip(keys, cols, strict=True):
+        lines += result_markdown(results[key], f" — mean {mean}, {n} bags")
     return "\n".join(lines) + "\n"

@@ -69,7 +69,10 @@ def find_checkpoint(path: str | Path) -> Path:
             return found[0]
         if found:
             listed = ", ".join(str(f) for f in found[:4]) + (" ..." if len(found) > 4 else "")
-            raise ValueError(f"{p} holds {len(found)} runs; name one best.pt: {listed}")
+            raise ValueError(
+                f"{p} holds {len(found)} runs; name one best.pt ({listed}), or average the fold models of a cv run "
+                "with --ensemble"
+            )
         raise ValueError(f"no best.pt in {p} (give the run folder of a finished training run or its best.pt)")
     if not p.exists():
         raise ValueError(f"checkpoint {p} does not exist")

@@ -2,9 +2,12 @@
 
 An :class:`ExperimentConfig` names the data, the protocol, the training settings and the methods compared;
 :func:`run_experiment` trains every run of it (:func:`plan_runs`) and aggregates the records;
-:func:`execute_run` trains one.
+:func:`execute_run` trains one. :func:`compare_methods` pairs every method with a reference over the same splits
+(mean difference, standard error, interval, wins/ties/losses, paired test) and :func:`spread_summary` separates
+fold-to-fold from repeat-to-repeat spread: every result and report carries both.
 """
 
+from lossattn.protocols.comparison import PAIRED_TESTS, compare_methods, spread_summary
 from lossattn.protocols.config import (
     DataConfig,
     ExperimentConfig,
@@ -24,6 +27,7 @@ from lossattn.protocols.summary import aggregate, protocol_description
 
 __all__ = [
     "ENGINES",
+    "PAIRED_TESTS",
     "DataConfig",
     "ExperimentConfig",
     "MethodConfig",
@@ -32,6 +36,7 @@ __all__ = [
     "TrainConfig",
     "aggregate",
     "apply_overrides",
+    "compare_methods",
     "config_from_dict",
     "config_to_dict",
     "execute_run",
@@ -45,4 +50,5 @@ __all__ = [
     "run_experiment",
     "run_group",
     "run_seed",
+    "spread_summary",
 ]

@@ -21,6 +21,7 @@ import yaml
 from lossattn.engine.manyruns import fit_many, func_unsupported_reason, unsupported_reason
 from lossattn.io import atomic_write_json, atomic_write_text, versions
 from lossattn.models.registry import create_model
+from lossattn.protocols.comparison import PAIRED_TESTS, check_reference, compare_methods, spread_summary
 from lossattn.protocols.config import ExperimentConfig, config_from_dict, config_to_dict
 from lossattn.protocols.runs import RunSpec, execute_run, finish_run, plan_runs, prepare_run, read_finished
 from lossattn.protocols.summary import aggregate, protocol_description
@@ -179,6 +180,8 @@ def run_experiment(
     runs: list[RunSpec] | None = None,
     engine: str = "trainer",
     on_task_done: Callable[[int, int], None] | None = None,
+    reference: str | None = None,
+    paired_test: str = "wilcoxon",
 ) -> dict[str, Any]:
     """Run every planned run of an experiment and aggregate the records.
 
@@ -193,16 +196,29 @@ def run_experiment(
         engine: one of :data:`ENGINES`. With ``jobs > 1`` a method's batched runs are split into ``jobs``
             groups trained in parallel; a run's result does not depend on its group.
         on_task_done: called with (units done, units) after each unit of work (serial runs only).
+        reference: the method every other is compared with (default: the first method run); checked before
+            any training.
+        paired_test: the paired test of the comparison, one of
+            :data:`~lossattn.protocols.comparison.PAIRED_TESTS`.
 
     Returns:
-        ``{"experiment", "protocol", "config", "runs": [...], "summary": {...}, "seconds", "versions"}``.
+        ``{"experiment", "protocol", "config", "runs": [...], "summary": {...}, "comparison": {...},
+        "spread": {...}, "seconds", "versions"}``: ``comparison`` pairs every method with the reference over
+        identical (repeat, fold) splits (:func:`~lossattn.protocols.comparison.compare_methods`), ``spread``
+        separates fold-to-fold from repeat-to-repeat spread (:func:`~lossattn.protocols.comparison.spread_summary`).
+
+    Raises:
+        ValueError: an unknown engine, reference method or paired test, or ``jobs < 1``.
     """
     cfg.validate()
+    if paired_test not in PAIRED_TESTS:
+        raise ValueError(f"unknown paired test {paired_test!r}; valid tests: {', '.join(PAIRED_TESTS)}")
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1 (worker processes), got {jobs}")
     specs = runs if runs is not None else plan_runs(cfg)
+    reference = check_reference((s.method for s in specs), reference)
     out = None if out_dir is None else Path(out_dir)
     cfg_dict = config_to_dict(cfg)
     start = time.perf_counter()
@@ -233,6 +249,8 @@ def run_experiment(
         "config": cfg_dict,
         "runs": records,
         "summary": aggregate(records),
+        "comparison": compare_methods(records, reference, paired_test),
+        "spread": spread_summary(records),
         "seconds": time.perf_counter() - start,
         "versions": versions(),
     }

@@ -254,7 +254,11 @@ def test_reproduce_table3_quick(tmp_path: Path):
     summary = report["settings"]["10,500"]["summary"]
     assert set(summary) == {"attention", "gated_attention", "loss_attention"}
     md = (tmp_path / "t3" / "table3.md").read_text()
-    assert "Quick smoke-test settings" in md and "0.395" in md and "LA − attention" in md
+    assert "Quick smoke-test settings" in md and "0.395" in md
+    assert "## Paired comparison with attention — mean 10, 500 bags" in md
+    assert "| balanced accuracy | loss_attention | 1 |" in md
+    comparison = report["settings"]["10,500"]["comparison"]
+    assert comparison["reference"] == "attention" and comparison["pair_on"] == ["repeat", "fold"]
     assert json.loads((tmp_path / "t3" / "table3.json").read_text())["table"] == "table3"
 
 
@@ -266,7 +270,13 @@ def test_reproduce_table4_quick_and_resume(tmp_path: Path):
     assert all(r["n_train"] == 20 and r["n_test"] == 20 and r["epochs"] == 2 for r in report["runs"])
     assert report["data_source"] == "pickle" and report["device_name"] == "cpu"
     md = (tmp_path / "t4" / "table4.md").read_text()
-    assert "| loss_attention | " in md and "LA − mean" in md and "Quick smoke-test" in md
+    assert "| loss_attention | " in md and "Quick smoke-test" in md
+    assert "## Paired comparison with mean — 20 training images" in md and "| accuracy | loss_attention | 1 |" in md
+    pair = report["comparison"]["20"]["metrics"]["test_accuracy"]["loss_attention"]
+    assert pair["n"] == 1 and pair["mean_diff"] == pytest.approx(
+        report["runs"][1]["test_accuracy"] - report["runs"][0]["test_accuracy"]
+    )
+    assert report["spread"]["20"]["test_accuracy"]["mean"]["n_runs"] == 1
     assert (tmp_path / "t4" / "size_20" / "loss_attention" / "r0" / "metrics.jsonl").exists()
     again = IT.reproduce_table4(tmp_path / "t4", **kw)  # resumed: read back, not retrained
     assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in report["runs"]]
