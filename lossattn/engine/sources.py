@@ -24,6 +24,7 @@ know about the data (instance counts for the temporal ensemble, whether bags wer
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from lossattn.datasets.folder import FeatureFolderDataset
 from lossattn.datasets.images import ImageArrayDataset
 from lossattn.datasets.multilabel import is_multilabel, multilabel_targets
 from lossattn.datasets.samplers import BucketBatchSampler
+from lossattn.engine.buffers import RecycledBuffers
 from lossattn.engine.config import EVAL_MAX_INSTANCES
 
 __all__ = ["Batch", "BagSource", "ImageSource", "eval_index_batches", "make_source", "subsample_positions"]
@@ -130,6 +132,8 @@ class BagSource:
         self.subsample = None if subsample is None else int(subsample)
         self._loader: torch.utils.data.DataLoader | None = None
         self._plan: _Plan | None = None
+        # bags are read into recycled memory (no page faults for a slide's tens of megabytes every step)
+        self.buffers = RecycledBuffers(keep=2)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -188,8 +192,12 @@ class BagSource:
     def _worker_loader(self, pin: bool) -> torch.utils.data.DataLoader:
         if self._loader is None:
             self._plan = _Plan()
+            # the workers' copy holds no reference to the loader: no cycle, so the workers stop as soon as the
+            # source is dropped (at the end of a fit), not at some later garbage collection
+            view = copy.copy(self)
+            view._loader = view._plan = None
             self._loader = torch.utils.data.DataLoader(
-                _Collated(self),
+                _Collated(view),
                 batch_size=None,
                 sampler=self._plan,
                 collate_fn=_as_is,
@@ -209,7 +217,10 @@ class BagSource:
         ``np.random.default_rng([seed, epoch, bag, 0x5AB5])`` and kept in their file order (so patches
         stay in reading order and a bag's draw does not depend on its batch or on the workers).
         """
-        bags = [self.dataset[int(i)] for i in indices]
+        if hasattr(self.dataset, "get"):
+            bags = [self.dataset.get(int(i), allocate=self.buffers.take) for i in indices]
+        else:
+            bags = [self.dataset[int(i)] for i in indices]
         xs = [b.x for b in bags]
         insts = [b.instance_labels for b in bags]
         if self.subsample is not None and subsample_key is not None:

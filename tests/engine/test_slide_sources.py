@@ -3,6 +3,8 @@ workers with exact results, size buckets, per-step patch subsampling and chunked
 
 from __future__ import annotations
 
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ import lossattn
 from lossattn.datasets import BagDataset, load_feature_folder
 from lossattn.datasets.folder import FeatureFolderDataset
 from lossattn.engine import TrainConfig, Trainer, evaluate
+from lossattn.engine.buffers import RecycledBuffers
 from lossattn.engine.sources import BagSource, eval_index_batches, subsample_positions
 from lossattn.slides import make_synthetic_slides
 
@@ -155,6 +158,7 @@ def test_a_run_with_loader_workers_equals_the_run_without(slides):
         results.append(([h["train_loss"] for h in fit.history], state(m)))
     assert results[0][0] == results[1][0]
     assert all(torch.equal(results[0][1][k], results[1][1][k]) for k in results[0][1])
+    assert not multiprocessing.active_children()  # the workers stopped with the end of the fit
 
 
 # --------------------------------------------------------------------------- size buckets
@@ -254,3 +258,35 @@ def test_chunked_training_needs_a_model_that_supports_it():
 def test_whole_slide_options_are_validated(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value}).validate()
+
+
+# --------------------------------------------------------------------------- recycled read buffers
+
+
+def test_recycled_buffers_are_reused_only_when_nothing_refers_to_them():
+    pool = RecycledBuffers(keep=2)
+    a = pool.take((10, 4))
+    t = torch.from_numpy(a).unsqueeze(0)  # a tensor on it, as a batch holds it
+    del a
+    b = pool.take((10, 4))  # the first buffer is still referred to by t
+    assert not np.shares_memory(b, t.numpy())
+    c = pool.take((3, 4))  # both kept buffers busy: a new one, not kept
+    assert pool.reused == 0 and len(pool.buffers) == 2
+    del b, c
+    d = pool.take((5, 4))  # the second buffer is free again and large enough
+    assert pool.reused == 1 and np.shares_memory(d, pool.buffers[1]) and d.shape == (5, 4)
+    del t
+    e = pool.take((40, 4))  # free but too small: replaced by a larger one
+    assert e.shape == (40, 4) and pool.buffers[0].size == 160
+
+
+def test_a_standardised_slide_read_into_a_recycled_buffer_equals_the_plain_read(slides):
+    from lossattn.datasets import Standardizer
+
+    view = Standardizer().fit(slides).transform(slides)
+    source = BagSource(view)
+    for epoch in range(2):  # the second pass reads into recycled buffers
+        for batch in source.batches(epoch, 0, 1):
+            i = int(batch.index[0])
+            torch.testing.assert_close(batch.x[0], view[i].x, rtol=0, atol=0)
+    assert source.buffers.reused > 0
