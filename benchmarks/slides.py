@@ -32,6 +32,8 @@ Runs are interleaved: every round runs every variant once, in a rotated order, f
 the tables give medians over rounds and per-round ratios. The first ``torch.optim`` optimiser of a process
 imports ``torch._dynamo`` (seconds); one is built before any timing, so no variant pays it.
 
+``--chunked`` measures one training step on one bag of 100,000 instances in memory and with
+``TrainConfig.instance_chunk`` (each in a fresh process): peak RSS, seconds, and the largest gradient difference.
 ``--scaling`` instead measures how the engine's time to first step and peak RSS grow from 120 to 1,000 slides
 (32-d features, same sizes), and the peak RSS increase of ``Standardizer.fit`` over the 1,000 slides against
 the largest bag. Generated data is deleted at the end unless ``--data`` names a folder to keep.
@@ -39,6 +41,7 @@ the largest bag. Generated data is deleted at the end unless ``--data`` names a 
     OMP_NUM_THREADS=1 python benchmarks/slides.py --slides 40 --json slides.json
     OMP_NUM_THREADS=1 python benchmarks/slides.py --full          # the 120-slide default preset (2.1 GiB)
     OMP_NUM_THREADS=1 python benchmarks/slides.py --scaling
+    OMP_NUM_THREADS=1 python benchmarks/slides.py --chunked
     python benchmarks/slides.py --smoke                            # checks the script (figures meaningless)
 """
 
@@ -459,6 +462,51 @@ def scaling(args, device) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- chunked training
+
+
+def chunked_check(args, device) -> dict:
+    """One training step on one large bag, in memory and with ``instance_chunk``: peak RSS, time, agreement.
+
+    Each variant runs in a fresh child process (so one's freed memory does not hide the other's peak).
+    """
+    import json
+    import subprocess
+    import sys
+
+    out = {}
+    for chunk in (None, args.chunk):
+        code = f"""
+import json, resource, time, torch
+import lossattn
+torch.set_num_threads({args.threads})
+torch.manual_seed(0)
+model = lossattn.create_model("loss_attention", in_features=1024, extractor="mlp",
+                              extractor_kwargs={{"hidden": [{HIDDEN}], "dropout": 0.0}})
+x = torch.randn(1, {args.chunk_bag}, 1024, generator=torch.Generator().manual_seed(1))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+with lossattn.functional.input_checks(False):
+    out = model(x, None, **({{}} if {chunk!r} is None else {{"instance_chunk": {chunk!r}}}))
+    loss = model.loss(out, torch.tensor([1]))[0]
+    loss.backward()
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+torch.save(grads, {str(args.tmp_grads)!r} + "{chunk}.pt")
+print(json.dumps({{"loss": float(loss), "seconds": seconds, "peak_rss_mib": peak / 1024,
+                  "peak_over_start_mib": (peak - base) / 1024}}))
+"""
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out["dense" if chunk is None else f"chunk_{chunk}"] = json.loads(done.stdout.strip().splitlines()[-1])
+    dense = torch.load(f"{args.tmp_grads}None.pt")
+    chunked = torch.load(f"{args.tmp_grads}{args.chunk}.pt")
+    out["max_abs_grad_difference"] = float((dense - chunked).abs().max())
+    out["max_abs_grad"] = float(dense.abs().max())
+    out["bag_instances"] = args.chunk_bag
+    return out
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -485,6 +533,19 @@ def table(result: dict) -> str:
             for name, r in e["ratios"].items():
                 per = ", ".join(f"{x:.2f}" for x in r["rounds"])
                 lines.append(f"- {name}: {r['median']:.2f}x (rounds {per})")
+    if "chunked" in result:
+        c = result["chunked"]
+        lines.append(f"\none step on one bag of {c['bag_instances']} x 1024 (MLP 1024->512, loss attention)\n")
+        lines.append("| variant | loss | seconds | peak RSS (MiB) | peak RSS over the bag's process start (MiB) |")
+        lines.append("|---|---|---|---|---|")
+        for name, v in c.items():
+            if isinstance(v, dict):
+                lines.append(
+                    f"| {name} | {v['loss']:.7f} | {v['seconds']:.2f} | {v['peak_rss_mib']:.0f} | "
+                    f"{v['peak_over_start_mib']:.0f} |"
+                )
+        lines.append(f"\nlargest gradient difference {c['max_abs_grad_difference']:.3g} (largest gradient "
+                     f"{c['max_abs_grad']:.3g})")  # fmt: skip
     if "scaling" in result:
         lines.append("\n| slides | instances | engine first step (s) | engine peak RSS (MiB) | plain first step (s) "
                      "| plain peak RSS (MiB) | Standardizer.fit RSS increase (MiB) | largest bag (MiB) |")  # fmt: skip
@@ -515,6 +576,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--scaling", action="store_true", help="the 120 vs 1,000 slides check instead")
     p.add_argument("--scaling-slides", type=int, nargs="+", default=[120, 1000])
+    p.add_argument("--chunked", action="store_true", help="one step on one large bag, in memory vs instance_chunk")
+    p.add_argument("--chunk", type=int, default=8192, help="instances per chunk of --chunked")
+    p.add_argument("--chunk-bag", type=int, default=100_000, help="instances of the --chunked bag")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script, figures meaningless")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -528,7 +592,13 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     settings = {k: v for k, v in vars(args).items() if k not in ("json",)}
     result: dict = {"settings": settings}
-    if args.scaling:
+    if args.chunked:
+        if args.smoke:
+            args.chunk_bag, args.chunk = 3000, 512
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            args.tmp_grads = str(Path(tmp) / "grads")
+            result["chunked"] = chunked_check(args, device)
+    elif args.scaling:
         if args.smoke:
             args.scaling_slides = [6, 12]
         result["scaling"] = scaling(args, device)

@@ -130,3 +130,13 @@ def test_slides_scaling_smoke(tmp_path):
     for row in r.values():
         assert row["engine"]["first_step_s"] > 0 and row["standardizer_peak_rss_increase_mib"] is not None
     assert not list(tmp_path.glob("slides*"))
+
+
+def test_slides_chunked_smoke(tmp_path):
+    args = ["--chunked", "--smoke", "--tmp", str(tmp_path), "--json", str(tmp_path / "s.json")]
+    run_script(str(REPO / "benchmarks" / "slides.py"), *args, cwd=REPO)
+    r = json.loads((tmp_path / "s.json").read_text())["chunked"]
+    assert r["bag_instances"] == 3000
+    assert r["dense"]["loss"] == pytest.approx(r["chunk_512"]["loss"], rel=1e-6)
+    assert r["max_abs_grad_difference"] < 1e-4 * max(r["max_abs_grad"], 1.0)  # chunked training is exact
+    assert not list(tmp_path.glob("grads*"))
