@@ -6,7 +6,11 @@
 3. short ``Trainer`` runs with ``device=cuda``, AMP off and on, through the protocol layer
    (``run_experiment``: validation-based selection, checkpoints, ``best.pt``), then a resume of the finished
    run (read back, not retrained) and ``lossattn.inference`` from ``best.pt`` on the GPU;
-4. a JSON summary (``--json``, default ``$OUT/gpu_check.json`` when ``$OUT`` is set).
+4. the whole-slide benchmark (``benchmarks/slides.py``) on the GPU: generated slides (1024-d, 500–20,000
+   patches), the engine with 0 and ``--slide-workers`` loader workers against the plain one-slide-per-step loop
+   on the same model, CLAM-style and torchmil loops, and the kernel floor (target on a GPU: the engine ≥ 3× the
+   plain loop);
+5. a JSON summary (``--json``, default ``$OUT/gpu_check.json`` when ``$OUT`` is set).
 
     LOSSATTN_DATA=shared/data python benchmarks/gpu_check.py
     python benchmarks/gpu_check.py --device cpu --smoke      # checks the script itself on a CPU machine
@@ -125,6 +129,24 @@ def trainer_runs(args, device: torch.device) -> list[dict]:
     return rows
 
 
+def slide_benchmark(args) -> dict:
+    """``benchmarks/slides.py`` on the device: the engine (0 and ``--slide-workers`` workers) vs the plain loop."""
+    sys.path.insert(0, str(HERE))
+    import slides
+
+    workers = sorted({0, args.slide_workers})
+    argv = ["--device", args.device, "--workers", *map(str, workers)]
+    if args.smoke:
+        argv += ["--smoke", "--rounds", "1", "--epochs", "1"]
+    else:
+        argv += ["--slides", str(args.slides), "--rounds", "2", "--epochs", "2"]
+    bench_args = slides.parse_args(argv)
+    bench_args.threads = torch.get_num_threads()
+    result = slides.run(bench_args)
+    print(slides.table(result), flush=True)
+    return result
+
+
 def _amp_dtype():
     import torch
 
@@ -142,6 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--epochs", type=int, default=10, help="epochs of the MNIST-bags benchmark")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--slides", type=int, default=40, help="slides of the whole-slide benchmark")
+    p.add_argument("--slide-workers", type=int, default=4, help="loader workers of the engine in the slide benchmark")
     p.add_argument("--json", default=None, help="write the summary here (default: $OUT/gpu_check.json if $OUT)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -162,11 +186,12 @@ def main(argv=None) -> int:
     summary["mnist_bags"] = None if bench is None else {k: bench[k] for k in ("settings", "summary", "machine")}
     if bench is not None:
         summary["trainer_runs"] = trainer_runs(args, device)
+    summary["slides"] = slide_benchmark(args)
     summary["seconds"] = time.perf_counter() - start
     out = args.json or (str(Path(os.environ["OUT"]) / "gpu_check.json") if os.environ.get("OUT") else None)
     if out:
         Path(out).write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in summary.items() if k != "mnist_bags"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("mnist_bags", "slides")}, indent=2))
     if bench is not None:
         s = bench["summary"]
         ref = s["reference"]
@@ -181,6 +206,10 @@ def main(argv=None) -> int:
                     f"{e['accuracy_mean']:.3f} vs {ref['accuracy_mean']:.3f}, kernel floor "
                     f"{e['kernel_floor_speedup']:.1f}x"
                 )
+    print("Whole-slide training (target on a GPU: the engine >= 3x the plain one-slide-per-step loop):")
+    for kind, e in summary["slides"]["extractors"].items():
+        for name, r in e["ratios"].items():
+            print(f"  {kind}: {name} {r['median']:.2f}x")
     return 0
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "default_mask",
     "input_checks",
     "needs_static_shapes",
+    "padding_mask",
+    "weighted_sum",
     "REDUCTIONS",
 ]
 
@@ -102,6 +104,18 @@ def needs_static_shapes(*tensors: Tensor | None) -> bool:
     return is_wrapped is not None and any(t is not None and is_wrapped(t) for t in tensors)
 
 
+def padding_mask(mask: Tensor | None) -> Tensor | None:
+    """The mask when it marks padding; None when every instance is real (``mask`` None or all True).
+
+    The poolings take None as "no padding" and then run plain softmax / sum / matrix products, with no
+    masking pass over the ``(B, N, D)`` features. Inside a ``torch.func`` transform the mask's values cannot
+    be read, so it is returned as it is (the masked path is exact either way).
+    """
+    if mask is None or needs_static_shapes(mask):
+        return mask
+    return None if bool(mask.all()) else mask
+
+
 def default_mask(x: Tensor) -> Tensor:
     """All-True mask ``(B, N)`` for a batch without padding."""
     return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -147,8 +161,10 @@ def check_bags(x: Tensor, mask: Tensor | None = None, *, name: str = "features")
     if bool((counts == 0).any()):
         empty = torch.nonzero(counts == 0).flatten().tolist()
         raise ValueError(f"bag(s) at batch index {empty} have zero real instances; every bag needs at least one")
-    real = x[mask]
-    if real.numel() and not bool(torch.isfinite(real).all()):
+    real = x if bool(mask.all()) else x[mask]
+    # one summing pass: a NaN or inf anywhere makes the sum NaN or inf (torch.isfinite costs several passes on
+    # CPU); a sum that is not finite (also when finite values overflow) is checked element by element
+    if real.numel() and not bool(torch.isfinite(real.sum())) and not bool(torch.isfinite(real).all()):
         bad = (~torch.isfinite(x.reshape(*x.shape[:2], -1))).any(dim=-1) & mask
         where = torch.nonzero(bad)[:5].tolist()
         raise ValueError(f"{name} contain NaN or inf at (bag, instance) positions {where}")
@@ -247,7 +263,22 @@ def attention_pool(features: Tensor, scores: Tensor, mask: Tensor | None = None)
         ``(embedding (B, D), weights (B, N))``.
     """
     weights = masked_softmax(scores, mask)  # (B, N)
-    return masked_sum(weights.unsqueeze(-1) * features, mask), weights
+    if mask is not None:  # padding may hold anything (NaN too): it must not reach the sum through 0 · NaN
+        features = torch.where(_expand_mask(mask, features), features, features.new_zeros(()))
+    return weighted_sum(weights, features), weights
+
+
+def weighted_sum(weights: Tensor, features: Tensor) -> Tensor:
+    """``Σ_t w_t h_t`` per bag as one batched matrix product: ``(B, N)`` × ``(B, N, D)`` → ``(B, D)``.
+
+    ``torch.bmm(w (B, 1, N), h (B, N, D))`` reads the features once and materialises nothing of size
+    ``(B, N, D)``, in the forward pass and in the backward pass (``∂/∂w = h · g``, ``∂/∂h = w ⊗ g``), where
+    ``(w[..., None] * h).sum(1)`` writes a ``(B, N, D)`` product first. Padded positions must hold weight 0
+    and finite features (the poolings zero them when there is padding).
+    """
+    if weights.dtype != features.dtype:  # autocast leaves softmax weights in float32
+        weights = weights.to(features.dtype)
+    return torch.bmm(weights.unsqueeze(1), features).squeeze(1)  # (B, 1, N) @ (B, N, D) -> (B, D)
 
 
 # --------------------------------------------------------------------------- loss-based attention
@@ -264,7 +295,12 @@ def loss_attention(
         s_it  = logsumexp_c z_itc
         α_it  = exp(s_it) / Σ_{t' real} exp(s_it')   (masked softmax)
         h_i   = Σ_t α_it h_it                         (bag embedding)
-        z_i   = h_i · W + b                           (bag logits)
+        z_i   = h_i · W + b = Σ_t α_it z_it            (bag logits)
+
+    The bag logits are computed as ``Σ_t α_it z_it`` (equal to ``W h_i + b`` because the weights sum to 1):
+    a product of the ``(B, N, K)`` instance logits, so neither the forward nor the backward pass makes
+    another pass over the ``(B, N, D)`` features than the instance logits' own product and its gradient.
+    With ``mask`` None (no padding) no masking runs at all.
 
     Args:
         features: ``(B, N, D)`` instance features ``h``.
@@ -276,7 +312,7 @@ def loss_attention(
         :class:`LossAttentionOutput` with ``bag_logits (B, K)``, ``instance_logits (B, N, K)``
         and ``weights (B, N)``.
     """
-    mask = check_bags(features, mask)
+    check_bags(features, mask)
     if features.dim() != 3:
         raise ValueError(f"features must have shape (B, N, D), got {tuple(features.shape)}")
     B, N, D = features.shape
@@ -287,14 +323,14 @@ def loss_attention(
     K = weight.shape[0]
     if bias is not None and bias.shape != (K,):
         raise ValueError(f"bias must have shape ({K},), got {tuple(bias.shape)}")
-    # zero the padding first: whatever it holds (check_bags allows NaN/inf there) must not reach the
-    # classifier's gradient through 0 · NaN
-    features = torch.where(_expand_mask(mask, features), features, features.new_zeros(()))
+    if mask is not None:
+        # zero the padding first: whatever it holds (check_bags allows NaN/inf there) must not reach the
+        # classifier's gradient through 0 · NaN
+        features = torch.where(_expand_mask(mask, features), features, features.new_zeros(()))
     instance_logits = F.linear(features, weight, bias)  # (B, N, K)
     scores = torch.logsumexp(instance_logits, dim=-1)  # (B, N)
-    weights = masked_softmax(scores, mask)  # (B, N)
-    bag_embedding = masked_sum(weights.unsqueeze(-1) * features, mask)  # (B, D)
-    bag_logits = F.linear(bag_embedding, weight, bias)  # (B, K)
+    weights = masked_softmax(scores, mask)  # (B, N), 0 at padding
+    bag_logits = weighted_sum(weights, instance_logits)  # (B, K) = W (Σ_t α_t h_t) + b
     return LossAttentionOutput(bag_logits, instance_logits, weights)
 
 

@@ -104,3 +104,39 @@ def test_ablation_script_smoke(musk_root, tmp_path):
     assert {"la", "att", "la_sum", "la_lam0", "la_raw", "att_noval", "la_lamval"} <= methods
     assert all(len([r for r in runs if r["method"] == m]) == 2 for m in methods)  # 2 folds each
     assert "| la_noval |" in out
+
+
+def test_slides_benchmark_smoke(tmp_path):
+    # generated data only: no real files needed
+    args = ["--smoke", "--rounds", "1", "--epochs", "1", "--tmp", str(tmp_path), "--json", str(tmp_path / "s.json")]
+    out = run_script(str(REPO / "benchmarks" / "slides.py"), *args, cwd=REPO)
+    r = json.loads((tmp_path / "s.json").read_text())
+    for kind in ("identity", "mlp"):
+        v = r["extractors"][kind]["variants"]
+        assert {"plain_la", "plain_la_nochecks", "plain_la_torch", "lossattn_la_w0", "plain_clam"} <= set(v)
+        assert {"lossattn_gated", "floor"} <= set(v)
+        assert all(x["instances_per_s"] > 0 for x in v.values())
+        assert all(0.0 <= x["auc"] <= 1.0 for name, x in v.items() if name != "floor")
+        assert r["extractors"][kind]["ratios"]["lossattn_la_w0 / floor"]["median"] > 0
+    assert "torchmil" in r and "read floor" in out
+    assert not list(tmp_path.glob("slides-*"))  # the generated slides were deleted
+
+
+def test_slides_scaling_smoke(tmp_path):
+    args = ["--scaling", "--smoke", "--tmp", str(tmp_path), "--json", str(tmp_path / "s.json")]
+    run_script(str(REPO / "benchmarks" / "slides.py"), *args, cwd=REPO)
+    r = json.loads((tmp_path / "s.json").read_text())["scaling"]
+    assert set(r) == {"6", "12"}
+    for row in r.values():
+        assert row["engine"]["first_step_s"] > 0 and row["standardizer_peak_rss_increase_mib"] is not None
+    assert not list(tmp_path.glob("slides*"))
+
+
+def test_slides_chunked_smoke(tmp_path):
+    args = ["--chunked", "--smoke", "--tmp", str(tmp_path), "--json", str(tmp_path / "s.json")]
+    run_script(str(REPO / "benchmarks" / "slides.py"), *args, cwd=REPO)
+    r = json.loads((tmp_path / "s.json").read_text())["chunked"]
+    assert r["bag_instances"] == 3000
+    assert r["dense"]["loss"] == pytest.approx(r["chunk_512"]["loss"], rel=1e-6)
+    assert r["max_abs_grad_difference"] < 1e-4 * max(r["max_abs_grad"], 1.0)  # chunked training is exact
+    assert not list(tmp_path.glob("grads*"))

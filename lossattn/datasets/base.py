@@ -163,6 +163,14 @@ class BaseBagDataset(Dataset):
         x, inst = self._load(i)
         return Bag(x=x, label=int(self.labels[i]), instance_labels=inst, index=i, name=self.names[i])
 
+    def get(self, index: int, *, allocate: Any = None) -> Bag:
+        """Bag ``index``; a lazy dataset reads its features into ``allocate(shape)`` (a float32 array).
+
+        ``allocate`` lets a caller hand out recycled memory (:class:`lossattn.engine.buffers.RecycledBuffers`);
+        datasets that keep their bags in memory, or read formats that map their own arrays, ignore it.
+        """
+        return self[index]
+
     def _position(self, index: Any) -> int:
         """Validates one bag index (negative counts from the end) and returns it in ``0 .. B-1``."""
         if isinstance(index, torch.Tensor):

@@ -38,6 +38,7 @@ from .bagfiles import (
 )
 from .bagpaths import SLIDE_EXTENSIONS, find_bag_file, find_coords_file, other_subfolders
 from .base import (
+    Bag,
     BaseBagDataset,
     as_index_array,
     check_label_values,
@@ -303,9 +304,15 @@ class FeatureFolderDataset(BaseBagDataset):
                     f"{self._where(i)}: instance label {int(labels.min())}; expected -1 (unknown) or >= 0"
                 )
 
-    def _load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, index: int, *, allocate: Any = None) -> Bag:
+        """Bag ``index``, its features read into ``allocate(shape)`` (see :meth:`BaseBagDataset.get`)."""
+        i = self._position(index)
+        x, inst = self._load(i, allocate)
+        return Bag(x=x, label=int(self._labels[i]), instance_labels=inst, index=i, name=self._names[i])
+
+    def _load(self, i: int, allocate: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         path = self.files[i]
-        x, inst = read_bag_features(path, self.feature_key, self.instance_label_key, self.coords_key)
+        x, inst = read_bag_features(path, self.feature_key, self.instance_label_key, self.coords_key, allocate)
         self._check_shape(i, tuple(x.shape))
         if self._sizes is not None and x.shape[0] != self._sizes[i]:
             raise DataFormatError(
@@ -322,7 +329,9 @@ class FeatureFolderDataset(BaseBagDataset):
             if labels.shape[0] != x.shape[0]:  # the file changed since it was validated
                 raise DataFormatError(f"{self._where(i)}: {labels.shape[0]} instance labels for {x.shape[0]} instances")
         if self._scale is not None:
-            x = x * self._scale + self._shift
+            # an HDF5 bag was read into memory of its own (allocate's or new): standardise it in place
+            own = path.suffix.lower() in (".h5", ".hdf5")
+            x = x.mul_(self._scale).add_(self._shift) if own else x * self._scale + self._shift
         return x, labels
 
     def _copy(self, idx: np.ndarray) -> FeatureFolderDataset:

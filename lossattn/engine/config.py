@@ -8,7 +8,11 @@ from typing import Any
 
 from lossattn.schedules import adam_betas, consistency_weight, learning_rate
 
-__all__ = ["SELECTION_RULES", "THRESHOLD_RULES", "TrainConfig", "epoch_schedule"]
+__all__ = ["EVAL_MAX_INSTANCES", "SELECTION_RULES", "THRESHOLD_RULES", "TrainConfig", "epoch_schedule"]
+
+#: default bound of an evaluation / prediction batch's padded instance count (bags × its largest bag): 64 slides
+#: of 20,000 patches are evaluated 3 at a time, 64 small bags of 10 instances in one batch
+EVAL_MAX_INSTANCES = 65_536
 
 #: how the epoch of a run is selected on its validation bags (never on test bags):
 #: ``error`` — lowest validation error, then lowest validation loss (the paper's stopping criterion);
@@ -39,7 +43,23 @@ class TrainConfig:
 
     ``flush_denormal`` trains with denormal floats flushed to zero (values below 1.2e-38 only; avoids the
     ~100× slower denormal arithmetic that late one-bag-per-step epochs otherwise hit on x86).
-    ``num_workers`` loads training batches in that many background processes (0: in the training process).
+    ``num_workers`` loads training batches in that many background processes (0: in the training process);
+    for bags the batches and the result are the same with any number (see :mod:`lossattn.engine.sources`).
+
+    Whole-slide options (bags of thousands of instances; all off by default, the paper trains one bag per step
+    on every instance):
+
+    * ``eval_max_instances`` — an evaluation batch holds at most ``eval_batch_size`` bags and at most this many
+      padded instances (bags × its largest bag; a larger lone bag is its own batch; None: no bound).
+    * ``bucket_by_size`` — with ``batch_size > 1``, batches of bags of similar size (little padding), in a random
+      batch order (:class:`~lossattn.datasets.BucketBatchSampler`, seeded by ``(seed, epoch)``).
+    * ``train_subsample`` — each training step uses at most this many instances of a bag, drawn without
+      replacement, afresh every epoch, seeded by ``(seed, epoch, bag)``; evaluation always uses every instance.
+      Not combinable with the consistency cost (its temporal ensemble addresses every instance of a bag).
+    * ``instance_chunk`` — a bag's instances go through the model this many at a time, each chunk's
+      activations recomputed in the backward pass (:mod:`lossattn.models.chunked`): the loss and the gradients
+      equal the in-memory computation (float rounding), the memory is one chunk's activations. For the
+      attention models (loss-based attention, attention, gated attention); also used in evaluation.
     """
 
     epochs: int = 100
@@ -67,6 +87,10 @@ class TrainConfig:
     selection: str = "error"
     threshold: str = "argmax"
     num_workers: int = 0
+    eval_max_instances: int | None = EVAL_MAX_INSTANCES
+    bucket_by_size: bool = False
+    train_subsample: int | None = None
+    instance_chunk: int | None = None
 
     def validate(self) -> TrainConfig:
         """Check every field; returns ``self``.
@@ -111,6 +135,16 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.threads must be None or >= 1, got {self.threads}")
         if self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers must be >= 0, got {self.num_workers}")
+        for name in ("eval_max_instances", "train_subsample", "instance_chunk"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"TrainConfig.{name} must be None or a positive integer, got {value!r}")
+        if self.train_subsample is not None and self.consistency_weight > 0:
+            raise ValueError(
+                f"TrainConfig.train_subsample={self.train_subsample} cannot be combined with consistency_weight="
+                f"{self.consistency_weight}: the temporal ensemble needs the weights of every instance of a bag; "
+                "set one of them off"
+            )
         return self
 
 

@@ -25,7 +25,7 @@ import torch
 
 from lossattn import functional as LF
 from lossattn.engine import checkpoint as ckpt
-from lossattn.engine.config import TrainConfig, epoch_schedule
+from lossattn.engine.config import EVAL_MAX_INSTANCES, TrainConfig, epoch_schedule
 from lossattn.engine.results import FitResult
 from lossattn.engine.runtime import amp_dtype, build_adam, flush_denormals, progress, resolve_device
 from lossattn.engine.sources import make_source
@@ -69,6 +69,11 @@ class Trainer:
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         config.validate()
+        if config.instance_chunk is not None and not getattr(model, "supports_instance_chunk", False):
+            raise ValueError(
+                f"TrainConfig.instance_chunk={config.instance_chunk}: model {type(model).__name__} cannot run a bag in "
+                "instance chunks; the attention models can (loss_attention, attention, gated_attention, *_sigmoid)"
+            )
         self.on_epoch_end = on_epoch_end
         self.model = model
         self.config = config
@@ -103,7 +108,7 @@ class Trainer:
         start = time.perf_counter()
         if c.threads:
             torch.set_num_threads(c.threads)
-        train = make_source(train_set, c.num_workers)
+        train = make_source(train_set, c.num_workers, bucket_by_size=c.bucket_by_size, subsample=c.train_subsample)
         if len(train) == 0:
             raise ValueError(f"the training set has no {train.unit}")
         main = self.strategy.is_main  # only the main process evaluates, selects and writes
@@ -130,11 +135,11 @@ class Trainer:
             row = self._train_epoch(epoch, train, state["ensemble"])
             candidate = (0.0, -float(epoch))  # no validation: the last epoch wins
             if val is not None:
-                result = self.task.evaluate(self.model, val, c.eval_batch_size, self.device, self.amp_dtype)
+                result = self._evaluate(val)
                 row.update(self.task.val_row(result))
                 candidate = self.task.selection_key(result, c.selection)
             if c.oracle and test is not None:
-                result = self.task.evaluate(self.model, test, c.eval_batch_size, self.device, self.amp_dtype)
+                result = self._evaluate(test)
                 row.update(self.task.oracle_row(result))
             if better(candidate, state["best"]):
                 state["best"], state["best_epoch"] = candidate, epoch
@@ -156,9 +161,9 @@ class Trainer:
         self.model.load_state_dict(state["best_state"])
         final_val = final_test = None
         if val is not None:
-            final_val = self.task.evaluate(self.model, val, c.eval_batch_size, self.device, self.amp_dtype)
+            final_val = self._evaluate(val)
         if test is not None:
-            final_test = self.task.evaluate(self.model, test, c.eval_batch_size, self.device, self.amp_dtype)
+            final_test = self._evaluate(test)
         final_val, final_test, threshold = with_threshold(self.task, self.model, c.threshold, final_val, final_test)
         if self.run_dir is not None and main:
             ckpt.save_model_file(self.run_dir / "best.pt", {**self._model_file(state), "decision_threshold": threshold})
@@ -171,6 +176,18 @@ class Trainer:
             oracle_test_accuracy=oracle,
             model=self.model,
             seconds=elapsed_before + time.perf_counter() - start,
+        )
+
+    def _evaluate(self, source):
+        c = self.config
+        return self.task.evaluate(
+            self.model,
+            source,
+            c.eval_batch_size,
+            self.device,
+            self.amp_dtype,
+            max_instances=c.eval_max_instances,
+            instance_chunk=c.instance_chunk,
         )
 
     # ------------------------------------------------------------------ one epoch
@@ -209,7 +226,10 @@ class Trainer:
             batch.x = batch.x.contiguous(memory_format=torch.channels_last)
         y = self.task.targets(batch)
         with autocast(self.device, self.amp_dtype):
-            out = self.forward_model(batch.x, batch.mask)
+            if c.instance_chunk is None:
+                out = self.forward_model(batch.x, batch.mask)
+            else:
+                out = self.forward_model(batch.x, batch.mask, instance_chunk=c.instance_chunk)
         mask = batch.mask if batch.mask is not None else _full_mask(out)
         target = ensemble.target(batch.index, mask) if (ensemble is not None and omega > 0) else None
         with autocast(self.device, self.amp_dtype):
@@ -363,8 +383,12 @@ def evaluate(
     device: str | torch.device = "cpu",
     *,
     task=None,
+    max_instances: int | None = EVAL_MAX_INSTANCES,
 ):
     """Evaluate ``model`` on every bag of ``dataset`` (eval mode, no gradient); results in dataset order.
+
+    A batch holds at most ``batch_size`` bags and ``max_instances`` padded instances (see
+    :meth:`~lossattn.engine.sources.BagSource.eval_batches`).
 
     Returns an :class:`~lossattn.engine.results.EvalResult` (multi-label models: a
     :class:`~lossattn.engine.results.MultiLabelEvalResult`).
@@ -376,4 +400,4 @@ def evaluate(
     task.check_data(model, source, "evaluation")
     device = torch.device(device)
     model.to(device)
-    return task.evaluate(model, source, batch_size, device)
+    return task.evaluate(model, source, batch_size, device, max_instances=max_instances)

@@ -59,8 +59,6 @@ class LocalStrategy:
 
 
 def _source_batches(source, epoch: int, seed: int, batch_size: int, pin: bool):
-    if hasattr(source, "index_batches"):
-        return source.batches(epoch, seed, batch_size)
     return source.batches(epoch, seed, batch_size, pin=pin)
 
 
@@ -103,12 +101,16 @@ class DDPStrategy(LocalStrategy):
             return
         if not hasattr(source, "index_batches"):
             raise ValueError("DDP training supports bag datasets only (image classification runs in one process)")
+        plan, weights = [], []
         for global_batch in source.index_batches(epoch, seed, batch_size):
             mine = shard(global_batch, self.rank, self.world_size)
             if mine:
-                yield source.collate(np.asarray(mine)), len(mine) * self.world_size / len(global_batch)
+                plan.append(np.asarray(mine))
+                weights.append(len(mine) * self.world_size / len(global_batch))
             else:  # fewer bags than ranks: join the all-reduce with a zero-weighted bag
-                yield source.collate(np.asarray(global_batch[:1])), 0.0
+                plan.append(np.asarray(global_batch[:1]))
+                weights.append(0.0)
+        yield from zip(source.load(plan, epoch, seed, pin), weights, strict=True)
 
     def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         # nccl reduces CUDA tensors only; gloo CPU tensors

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lossattn import functional as LF
 from lossattn import metrics as M
+from lossattn.engine.config import EVAL_MAX_INSTANCES
 from lossattn.engine.results import EvalResult, MultiLabelEvalResult
 from lossattn.engine.sources import Batch
 from lossattn.ensemble import TemporalEnsemble
@@ -92,19 +93,45 @@ class Task:
     def train_row(self, counts: dict[str, float], n_bags: int, model: torch.nn.Module) -> dict[str, float]:
         return {"train_accuracy": counts.get("correct", 0.0) / n_bags}
 
-    def iterate(self, model, source, batch_size: int, device: torch.device, amp_dtype=None) -> Iterator:
-        """``(batch, output, per-batch loss)`` over every bag of ``source`` (eval mode, no gradient)."""
-        for batch in source.eval_batches(batch_size):
+    def iterate(
+        self,
+        model,
+        source,
+        batch_size: int,
+        device: torch.device,
+        amp_dtype=None,
+        *,
+        max_instances: int | None = EVAL_MAX_INSTANCES,
+        instance_chunk: int | None = None,
+    ) -> Iterator:
+        """``(batch, output, per-batch loss)`` over every bag of ``source`` (eval mode, no gradient).
+
+        Batches hold at most ``batch_size`` bags and ``max_instances`` padded instances
+        (:meth:`~lossattn.engine.sources.BagSource.eval_batches`); with ``instance_chunk`` each bag runs through
+        the model that many instances at a time (:mod:`lossattn.models.chunked`).
+        """
+        kwargs = {} if instance_chunk is None else {"instance_chunk": instance_chunk}
+        for batch in source.eval_batches(batch_size, max_instances):
             batch = batch.to(device)
             if batch.mask is None and device.type == "cuda":
                 batch.x = batch.x.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp_dtype):
-                out = model(batch.x, batch.mask)
+                out = model(batch.x, batch.mask, **kwargs)
                 loss, _ = model.loss(out, self.targets(batch), batch.mask)
             yield batch, out, float(loss)
 
     @torch.no_grad()
-    def evaluate(self, model, source, batch_size: int, device: torch.device, amp_dtype=None) -> EvalResult:
+    def evaluate(
+        self,
+        model,
+        source,
+        batch_size: int,
+        device: torch.device,
+        amp_dtype=None,
+        *,
+        max_instances: int | None = EVAL_MAX_INSTANCES,
+        instance_chunk: int | None = None,
+    ) -> EvalResult:
         """Probabilities, loss, instance weights and instance probabilities of every bag (dataset order)."""
         n = len(source)
         K = int(model.num_classes)
@@ -115,7 +142,9 @@ class Task:
         has_w = has_ip = False
         total = 0.0
         with eval_mode(model), LF.input_checks(not source.validated):
-            for batch, out, loss in self.iterate(model, source, batch_size, device, amp_dtype):
+            for batch, out, loss in self.iterate(
+                model, source, batch_size, device, amp_dtype, max_instances=max_instances, instance_chunk=instance_chunk
+            ):
                 # the loss is a mean over bags: weighting by the batch size gives the per-bag mean
                 total += loss * len(batch)
                 got_w, got_ip = scatter_outputs(out, batch, probs, inst_labels, weights, inst_probs)
@@ -179,7 +208,10 @@ class ImageClassificationTask(Task):
         self.localization = bool(localization)
 
     @torch.no_grad()
-    def evaluate(self, model, source, batch_size: int, device: torch.device, amp_dtype=None) -> EvalResult:
+    def evaluate(
+        self, model, source, batch_size: int, device: torch.device, amp_dtype=None, **options: Any
+    ) -> EvalResult:
+        """Top-1 / top-5 (and localization AP) over every image; ``options`` (bag batch bounds) do not apply."""
         from lossattn.localization import localization_ap
 
         ds = source.dataset
@@ -252,7 +284,17 @@ class MultiLabelTask(Task):
         return {"train_hamming": counts.get("wrong", 0.0) / (n_bags * int(model.num_classes))}
 
     @torch.no_grad()
-    def evaluate(self, model, source, batch_size: int, device: torch.device, amp_dtype=None) -> MultiLabelEvalResult:
+    def evaluate(
+        self,
+        model,
+        source,
+        batch_size: int,
+        device: torch.device,
+        amp_dtype=None,
+        *,
+        max_instances: int | None = EVAL_MAX_INSTANCES,
+        instance_chunk: int | None = None,
+    ) -> MultiLabelEvalResult:
         self.check_data(model, source, "evaluation")
         n, L = source.targets.shape
         probs = np.zeros((n, L))
@@ -261,7 +303,9 @@ class MultiLabelTask(Task):
         has_w = False
         total = 0.0
         with eval_mode(model), LF.input_checks(not source.validated):
-            for batch, out, loss in self.iterate(model, source, batch_size, device, amp_dtype):
+            for batch, out, loss in self.iterate(
+                model, source, batch_size, device, amp_dtype, max_instances=max_instances, instance_chunk=instance_chunk
+            ):
                 total += loss * len(batch)
                 p = out.probabilities().float().cpu().numpy()
                 w = None if out.weights is None else out.weights.float().cpu().numpy()

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from lossattn.engine.config import EVAL_MAX_INSTANCES
 from lossattn.engine.runtime import progress as run_progress
-from lossattn.engine.sources import BagSource
+from lossattn.engine.sources import BagSource, eval_index_batches
 from lossattn.engine.tasks import eval_mode, scatter_outputs
 from lossattn.inference.checkpoint import TrainedModel
 from lossattn.io import atomic_write_text, folder_mode
@@ -75,9 +76,18 @@ class Predictions:
 
 @torch.no_grad()
 def predict_bags(
-    trained: TrainedModel, dataset, batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = False
+    trained: TrainedModel,
+    dataset,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    max_instances: int | None = EVAL_MAX_INSTANCES,
 ) -> Predictions:
-    """Run the model on every bag (eval mode); the dataset must already be prepared (:func:`prepare_data`)."""
+    """Run the model on every bag (eval mode); the dataset must already be prepared (:func:`prepare_data`).
+
+    A batch holds at most ``batch_size`` bags and ``max_instances`` padded instances (bags × its largest bag; a
+    larger lone bag is its own batch; None: no bound), so memory follows the largest bag, not the batch size.
+    """
     if len(dataset) == 0:
         raise ValueError("the data holds no bags")
     if batch_size < 1:
@@ -90,9 +100,10 @@ def predict_bags(
     inst_probs: list[Any] = [None] * n
     inst_labels: list[np.ndarray] = [np.zeros(0, np.int64)] * n
     has_w = has_ip = False
-    total = (n + batch_size - 1) // batch_size
+    plan = list(eval_index_batches(source.sizes, batch_size, max_instances))
+    batches = (source.collate(indices) for indices in plan)
     with eval_mode(model):
-        for batch in run_progress(source.eval_batches(batch_size), progress, "predict", total=total, unit="batch"):
+        for batch in run_progress(batches, progress, "predict", total=len(plan), unit="batch"):
             batch = batch.to(torch.device(device))
             out = model(batch.x, batch.mask)
             got_w, got_ip = scatter_outputs(out, batch, probs, inst_labels, weights, inst_probs)

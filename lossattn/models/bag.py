@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from lossattn import functional as LF
@@ -59,9 +60,20 @@ class LossAttentionMIL(MILModel):
     def classifier(self) -> nn.Linear:
         return self.attention.classifier
 
-    def pool(self, h: Tensor, mask: Tensor) -> MILOutput:
+    supports_instance_chunk = True
+
+    def pool(self, h: Tensor, mask: Tensor | None) -> MILOutput:
         out = self.attention(h, mask)
         return MILOutput(out.bag_logits, out.weights, out.instance_logits, "softmax")
+
+    def instance_outputs(self, h: Tensor) -> Tensor:
+        """Instance logits ``z_t = W h_t + b`` ``(M, K)``."""
+        return self.classifier(h)
+
+    def pool_outputs(self, u: Tensor, mask: Tensor | None) -> MILOutput:
+        """From instance logits ``u (B, N, K)``: ``s = logsumexp_c z``, ``α = softmax(s)``, bag logits ``Σ_t α_t z_t``."""
+        weights = LF.masked_softmax(torch.logsumexp(u, dim=-1), mask)  # (B, N)
+        return MILOutput(LF.weighted_sum(weights, u), weights, u, "softmax")
 
     def loss(self, output, target, mask=None, *, ensemble=None, consistency_weight=0.0):
         terms = LF.loss_attention_terms(
@@ -103,9 +115,20 @@ class AttentionMIL(MILModel):
         self.attention = AttentionPool(self.feature_dim, hidden, gated)
         self.classifier = nn.Linear(self.feature_dim, width)
 
-    def pool(self, h: Tensor, mask: Tensor) -> MILOutput:
+    supports_instance_chunk = True
+
+    def pool(self, h: Tensor, mask: Tensor | None) -> MILOutput:
         embedding, weights = self.attention(h, mask)
         return MILOutput(self.classifier(embedding), weights, None, self.head)
+
+    def instance_outputs(self, h: Tensor) -> Tensor:
+        """The attention score ``a_t`` and the classifier's projection ``y_t = W_c h_t + b_c``: ``(M, 1 + K)``."""
+        return torch.cat([self.attention.scores(h).unsqueeze(-1), self.classifier(h)], dim=-1)
+
+    def pool_outputs(self, u: Tensor, mask: Tensor | None) -> MILOutput:
+        """From ``u (B, N, 1 + K)``: ``α = softmax(a)``, bag logits ``Σ_t α_t y_t`` (= ``W_c Σ_t α_t h_t + b_c``)."""
+        weights = LF.masked_softmax(u[..., 0], mask)  # (B, N)
+        return MILOutput(LF.weighted_sum(weights, u[..., 1:]), weights, None, self.head)
 
 
 class InstancePoolMIL(MILModel):
@@ -122,7 +145,7 @@ class InstancePoolMIL(MILModel):
         self.pooling = create_pool(pool)
         self.classifier = nn.Linear(self.feature_dim, width)
 
-    def pool(self, h: Tensor, mask: Tensor) -> MILOutput:
+    def pool(self, h: Tensor, mask: Tensor | None) -> MILOutput:
         instance_logits = self.classifier(h)  # (B, N, K)
         return MILOutput(self.pooling(instance_logits, mask), None, instance_logits, self.head)
 
@@ -137,7 +160,7 @@ class EmbeddingPoolMIL(MILModel):
         self.pooling = create_pool(pool)
         self.classifier = nn.Linear(self.feature_dim, width)
 
-    def pool(self, h: Tensor, mask: Tensor) -> MILOutput:
+    def pool(self, h: Tensor, mask: Tensor | None) -> MILOutput:
         return MILOutput(self.classifier(self.pooling(h, mask)), None, None, self.head)
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lossattn import functional as LF
+from lossattn.models.chunked import chunked_instance_outputs
 from lossattn.models.output import MILOutput
 
 __all__ = ["MILModel", "bag_loss", "check_head"]
@@ -56,6 +57,7 @@ class MILModel(nn.Module):
     task: str = "single_label"  # the registry tags of the model's entries (see lossattn.models.registry)
     input_kind: str = "instances"
     has_weights: bool = False  # whether outputs carry instance weights (attention); callers ask, never guess
+    supports_instance_chunk: bool = False  # whether forward(..., instance_chunk=k) is implemented
 
     def __init__(self, extractor: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -78,12 +80,48 @@ class MILModel(nn.Module):
         h = real.new_zeros((B, N, real.shape[-1]))
         return h.index_put((mask,), real), mask  # (B, N, D)
 
-    def pool(self, h: Tensor, mask: Tensor) -> MILOutput:
+    def pool(self, h: Tensor, mask: Tensor | None) -> MILOutput:
+        """The output from instance features ``h (B, N, D)``; ``mask`` is None when the batch has no padding."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
+    def forward(self, x: Tensor, mask: Tensor | None = None, *, instance_chunk: int | None = None) -> MILOutput:
+        """The output of a batch of bags ``x (B, N, ...)`` with ``mask (B, N)`` (None: no padding).
+
+        Args:
+            x: the bags.
+            mask: True = real instance.
+            instance_chunk: run each bag's instances through the model this many at a time with
+                recomputation (:mod:`lossattn.models.chunked`): same output and gradients, memory of one chunk.
+                Only for the models with ``supports_instance_chunk``.
+        """
+        if instance_chunk is not None:
+            return self.forward_chunked(x, mask, instance_chunk)
         h, mask = self.embed(x, mask)
-        return self.pool(h, mask)
+        # a batch without padding (one bag per step, equal sizes) pools with no masking pass at all
+        return self.pool(h, LF.padding_mask(mask))
+
+    def forward_chunked(self, x: Tensor, mask: Tensor | None, chunk: int) -> MILOutput:
+        """The chunked forward pass (see :meth:`forward` and :mod:`lossattn.models.chunked`).
+
+        ``pool_outputs(chunked_instance_outputs(instance_outputs ∘ extractor, x, mask, chunk), mask)``.
+        """
+        if not self.supports_instance_chunk:
+            raise ValueError(
+                f"{type(self).__name__} cannot run a bag in instance chunks (TrainConfig.instance_chunk); models "
+                "that can: loss_attention, attention, gated_attention and their sigmoid-head variants"
+            )
+        mask = LF.padding_mask(LF.check_bags(x, mask, name="instances"))
+        u = chunked_instance_outputs(lambda part: self.instance_outputs(self.extractor(part)), x, mask, chunk)
+        return self.pool_outputs(u, mask)
+
+    def instance_outputs(self, h: Tensor) -> Tensor:
+        """The per-instance numbers ``u (M, K')`` the output depends on (chunked models; see
+        :mod:`lossattn.models.chunked`)."""
+        raise NotImplementedError
+
+    def pool_outputs(self, u: Tensor, mask: Tensor | None) -> MILOutput:
+        """The output from per-instance numbers ``u (B, N, K')`` (chunked models)."""
+        raise NotImplementedError
 
     def loss(
         self,
