@@ -6,7 +6,7 @@ parameters and Adam moments below ``torch.finfo(float32).tiny`` (denormal), then
 the same run with ``torch.set_flush_denormal`` off, on and off again. Our Trainer flushes denormals while
 training (``TrainConfig.flush_denormal``); this shows what that is worth to a long one-bag-per-step run.
 
-    LOSSATTN_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/denormals.py --epochs 50
+    LOSSATTN_DATA=/path/to/data OMP_NUM_THREADS=1 python benchmarks/denormals.py --epochs 50
 
 Exits 0 with a message when the MNIST files are absent.
 """

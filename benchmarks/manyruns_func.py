@@ -22,7 +22,7 @@ epochs' steps) is reported apart from the per-epoch validation and the final eva
 * ``--baseline MODEL``: a model the hand-written engine cannot train (``instance_max``) with ``func`` on all
   runs against the per-run Trainer on ``--baseline-trainer-runs`` runs (extrapolated).
 
-    LOSSATTN_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/manyruns_func.py \\
+    LOSSATTN_DATA=/path/to/data OMP_NUM_THREADS=1 python benchmarks/manyruns_func.py \\
         --datasets musk1 musk2 --epochs 20 --repeats 3 --trainer-runs 2 --bucket-check --json manyruns.json
 """
 

@@ -13,7 +13,7 @@ bags, in the same process, interleaved per seed. Reported: training and inferenc
 instances/s), peak resident memory of each phase, test accuracy, the ratios, and per batch size the kernel
 floor (:func:`kernel_floor`): the largest speed-up any trainer built on the same kernels could show.
 
-    LOSSATTN_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/mnist_bags.py --json out.json
+    LOSSATTN_DATA=/path/to/data OMP_NUM_THREADS=1 python benchmarks/mnist_bags.py --json out.json
 
 Exits 0 with a message when the MNIST files are absent.
 """

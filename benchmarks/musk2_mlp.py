@@ -16,7 +16,7 @@ draw different dropout masks, so their accuracies agree in distribution, not bag
 training throughput (bags/s and instances/s over all runs × epochs), inference throughput, peak resident
 memory per phase, mean test accuracy, and the ratios to the reference. One process, one thread.
 
-    LOSSATTN_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/musk2_mlp.py --json musk2.json
+    LOSSATTN_DATA=/path/to/data OMP_NUM_THREADS=1 python benchmarks/musk2_mlp.py --json musk2.json
 
 Exits 0 with a message when the MUSK2 files are absent.
 """

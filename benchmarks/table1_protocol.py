@@ -15,7 +15,7 @@ weight decay 5e-4, selection on a validation split. Per dataset this script
   vectorized engine's accuracy on the same runs), and the machine's load average before and after (other
   processes on the machine slow both down: compare CPU seconds when the load is high).
 
-    LOSSATTN_DATA=/work/shared/data OMP_NUM_THREADS=1 python benchmarks/table1_protocol.py \\
+    LOSSATTN_DATA=/path/to/data OMP_NUM_THREADS=1 python benchmarks/table1_protocol.py \\
         --datasets musk1 tiger --jobs 2 --reference-runs 2 --json table1.json
 
 With dropout the two engines draw different dropout masks (each run is an equally valid random draw); with

@@ -15,7 +15,7 @@ Data: ``--npz FILE`` (made on any machine with ``--export-npz FILE``: the subset
 Examples::
 
     python scripts/gpu_cifar10.py --smoke                              # CPU, seconds (random data if none)
-    python scripts/gpu_cifar10.py --export-npz results/cifar10_1000.npz --root /work/shared/data
+    python scripts/gpu_cifar10.py --export-npz results/cifar10_1000.npz --root "$LOSSATTN_DATA"
     python scripts/gpu_cifar10.py --npz results/cifar10_1000.npz --budget-s 420 --out "$OUT"
 """
 

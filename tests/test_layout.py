@@ -146,3 +146,13 @@ def test_the_library_does_not_depend_on_the_experiments():
         if dep.startswith("lossattn.experiments")
     ]
     assert not users, users
+
+
+def test_package_version_matches_pyproject():
+    # the wheel's metadata and lossattn.__version__ must not disagree (0.2.0 shipped as "0.1.0" once)
+    import lossattn
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+    meta = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    assert meta["project"]["version"] == lossattn.__version__

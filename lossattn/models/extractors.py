@@ -64,6 +64,26 @@ def conv_pool_features(conv: nn.Sequential, x: Tensor) -> Tensor:
     return x
 
 
+def conv5_20_50(in_channels: int) -> nn.Sequential:
+    """``conv5-20 ReLU pool2, conv5-50 ReLU pool2``: the convolutional part of both paper CNNs (Sec. 5)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 20, kernel_size=5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, kernel_size=5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+def conv5_20_50_side(image_size: int, owner: str) -> int:
+    """Side of :func:`conv5_20_50`'s output map for square images of ``image_size`` pixels (valid convs)."""
+    side = ((image_size - 4) // 2 - 4) // 2
+    if side < 1:
+        raise ValueError(f"{owner} needs images of at least 16 pixels per side, got {image_size}")
+    return side
+
+
 class LeNet5(nn.Module):
     """LeNet5 of the MNIST-bags experiments (Ilse et al.; the authors' code).
 
@@ -79,17 +99,8 @@ class LeNet5(nn.Module):
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, out_features: int = 500, dropout: float = 0.5):
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, 20, kernel_size=5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(20, 50, kernel_size=5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        side = ((image_size - 4) // 2 - 4) // 2
-        if side < 1:
-            raise ValueError(f"LeNet5 needs images of at least 16 pixels per side, got {image_size}")
+        self.conv = conv5_20_50(in_channels)
+        side = conv5_20_50_side(image_size, "LeNet5")
         self.fc = nn.Sequential(nn.Linear(50 * side * side, out_features), nn.Dropout(dropout), nn.ReLU())
         self.instance_shape = (in_channels, image_size, image_size)
         self.out_features = out_features
@@ -108,17 +119,8 @@ class CifarBagsCNN(nn.Module):
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, out_features: int = 500, dropout: float = 0.5):
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, 20, kernel_size=5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(20, 50, kernel_size=5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        side = ((image_size - 4) // 2 - 4) // 2
-        if side < 1:
-            raise ValueError(f"CifarBagsCNN needs images of at least 16 pixels per side, got {image_size}")
+        self.conv = conv5_20_50(in_channels)
+        side = conv5_20_50_side(image_size, "CifarBagsCNN")
         self.fc = nn.Sequential(
             nn.Linear(50 * side * side, 500),
             nn.ReLU(),

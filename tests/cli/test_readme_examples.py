@@ -84,6 +84,7 @@ def test_worked_examples_run_shortened(capsys, tmp_path, monkeypatch):
     header = (tmp_path / "preds" / "bags.csv").read_text().splitlines()[0]
     assert header.startswith("bag,n_instances,label,predicted")  # the schema the README shows
     assert "bal. acc" in outputs["cv -d"]
+    assert "method − loss_attention" in outputs["cv -d"]  # the last cv: the Trustworthy comparisons section
 
 
 @pytest.mark.slow

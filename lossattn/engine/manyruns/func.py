@@ -61,12 +61,17 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from lossattn.engine.config import TrainConfig, epoch_schedule
-from lossattn.engine.loop import evaluate
 from lossattn.engine.manyruns.adam import adam_reference, fused_adam_available
-from lossattn.engine.manyruns.evalsets import flat_instances
 from lossattn.engine.manyruns.funceval import EpochEval, epoch_predictions, eval_batches, partition
 from lossattn.engine.manyruns.funcplan import FuncPlan, config_reason, hyperparameters, probe_reason, structure_reason
-from lossattn.engine.manyruns.trainer import DROPOUT_STREAM, keep_mask, pad_to, runs_of_equal
+from lossattn.engine.manyruns.group import (
+    dropout_generators,
+    epoch_keep_masks,
+    epoch_tables,
+    finish_runs,
+    order_runs,
+    pack_training,
+)
 from lossattn.engine.results import EvalResult, FitResult
 from lossattn.engine.runtime import flush_denormals, resolve_device
 from lossattn.engine.sources import make_source
@@ -170,45 +175,26 @@ class FuncVectorizedTrainer:
         with flush_denormals(self.config.flush_denormal):
             return self._fit(train_sets, val_sets, test_sets)
 
-    def _check_data(self, sets: Sequence[Any], what: str) -> None:
-        for ds, model in zip(sets, self.models, strict=True):
+    def _check_data(self, models: Sequence[MILModel], sets: Sequence[Any], what: str) -> None:
+        for ds, model in zip(sets, models, strict=True):
             if ds is not None and len(ds):
                 self.task.check_data(model, make_source(ds), what)
 
     def _fit(self, train_sets, val_sets, test_sets) -> list[FitResult]:
         R = len(self.models)
-        if len(train_sets) != R:
-            raise ValueError(f"got {len(train_sets)} training sets for {R} runs")
-        vals = list(val_sets) if val_sets is not None else [None] * R
-        tests = list(test_sets) if test_sets is not None else [None] * R
-        if len(vals) != R or len(tests) != R:
-            raise ValueError("need one validation and one test set (or None) per run")
-        for ds in train_sets:
-            if len(ds) == 0:
-                raise ValueError("the training set has no bags")
-        for sets, what in ((train_sets, "training"), (vals, "validation"), (tests, "test")):
-            self._check_data(sets, what)
+        group = order_runs(self.models, self.seeds, train_sets, val_sets, test_sets, self.config.oracle)
+        for sets, what in ((group.trains, "training"), (group.vals, "validation"), (group.tests, "test")):
+            self._check_data(group.models, sets, what)
         c, plan, dev = self.config, self.plan, self.device
         start, cpu_start = time.perf_counter(), time.process_time()
         if c.threads:
             torch.set_num_threads(c.threads)
-
-        # runs sorted by number of training bags, descending: the active runs of step t are a prefix, and
-        # runs with equally many bags (same Adam step count) are contiguous
-        n_train = np.array([len(ds) for ds in train_sets], dtype=np.int64)
-        order = np.argsort(-n_train, kind="stable")
-        n_sorted = n_train[order]
-        seeds = [self.seeds[i] for i in order]
-        models = [self.models[i] for i in order]
-        trains = [train_sets[i] for i in order]
-        vals = [vals[i] for i in order]
-        tests = [tests[i] for i in order]
-        classes = [(int(a), int(b)) for a, b in runs_of_equal(n_sorted)]
+        n_sorted, seeds, classes = group.n_sorted, group.seeds, group.classes
 
         names = plan.names
         with torch.no_grad():
             params = {
-                n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(dev).contiguous()
+                n: torch.stack([dict(m.named_parameters())[n].detach() for m in group.models]).to(dev).contiguous()
                 for n in names
             }
         exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -219,36 +205,17 @@ class FuncVectorizedTrainer:
         fused = fused_adam_available()
         self.stats = {"steps": 0, "bucketed_steps": 0, "calls": 0, "padded_rows": 0, "real_rows": 0, "updates": []}
 
-        # training instances of all runs, flat, plus one zero row for padding
-        flats = [flat_instances(ds) for ds in trains]
-        sizes = [sz for _, sz in flats]
-        counts = np.array([int(sz.sum()) for sz in sizes], dtype=np.int64)
-        base = np.concatenate([[0], np.cumsum(counts)])
-        pad_row = int(base[-1])
-        X = torch.cat([x for x, _ in flats] + [torch.zeros((1, flats[0][0].shape[1]))]).to(dev)
-        bag_start = [base[r] + np.concatenate([[0], np.cumsum(sizes[r])[:-1]]) for r in range(R)]
-        labels = [np.asarray(ds.labels, dtype=np.int64) for ds in trains]
-        del flats
-
-        has_val = [v is not None and len(v) > 0 for v in vals]
-        has_test = [t is not None and len(t) > 0 for t in tests]
-        # test bags are scored per epoch only for the labelled oracle figure (TrainConfig.oracle)
-        oracle_test = [c.oracle and h for h in has_test]
-        ev_tests = [t if o else None for t, o in zip(tests, oracle_test, strict=True)]
-        ev = eval_batches(vals, ev_tests, dev, self.bucket_overhead, self.eval_budget)
+        packed = pack_training(group, dev)
+        ev = eval_batches(group.vals, group.ev_tests, dev, self.bucket_overhead, self.eval_budget)
 
         p_drop, width = plan.p_drop, plan.width
-        gens = [np.random.default_rng([int(s) & 0xFFFFFFFF, DROPOUT_STREAM]) for s in seeds] if width else []
+        gens = dropout_generators(seeds) if width else []
 
         histories: list[list[dict[str, Any]]] = [[] for _ in range(R)]
         best_key: list[tuple[float, float] | None] = [None] * R
         best_epoch = [-1] * R
         t_train = t_eval = cpu_train = 0.0
-        T = int(n_sorted[0])
-        active_at = np.array([(n_sorted > t).sum() for t in range(T)], dtype=np.int64)
-        size_tab = np.stack([pad_to(s, T) for s in sizes])
-        start_tab = np.stack([pad_to(s, T) for s in bag_start])
-        label_tab = np.stack([pad_to(s, T) for s in labels])
+        T = packed.T
         adam_state = [
             ([params[n][a:b] for n in names], [exp_avg[n][a:b] for n in names], [exp_avg_sq[n][a:b] for n in names])
             for a, b in classes
@@ -257,30 +224,13 @@ class FuncVectorizedTrainer:
         for epoch in range(c.epochs):
             t0, c0 = time.perf_counter(), time.process_time()
             sched = epoch_schedule(c, epoch)
-            bag = np.full((R, T), -1, dtype=np.int64)
-            for r in range(R):
-                bag[r, : n_sorted[r]] = np.random.default_rng([seeds[r], epoch]).permutation(int(n_sorted[r]))
-            valid = bag >= 0
-            safe = np.where(valid, bag, 0)
-            size = np.where(valid, np.take_along_axis(size_tab, safe, 1), 0)
-            fstart = np.where(valid, np.take_along_axis(start_tab, safe, 1), 0)
-            ylab = np.where(valid, np.take_along_axis(label_tab, safe, 1), 0)
-            drop = None
-            if width:
-                # the run's keep-masks of the epoch, drawn for its real instances in epoch order (as the
-                # hand-written backend draws them)
-                dstart = np.cumsum(size, axis=1) - size + base[:R, None]
-                keep = torch.from_numpy(
-                    np.concatenate(
-                        [keep_mask(gens[r], int(counts[r]), width, p_drop) for r in range(R)]
-                        + [np.zeros((1, width), dtype=bool)]
-                    )
-                ).to(dev)
-                drop = (keep, dstart, pad_row)
+            size, fstart, ylab = epoch_tables(group, packed, epoch)
+            # the run's keep-masks of the epoch, drawn as the hand-written backend draws them
+            drop = epoch_keep_masks(gens, packed, size, width, p_drop, dev) if width else None
             sums: dict[str, Tensor] = {}  # per run: summed loss terms ("total", "bag"...) and hits ("correct")
             for t in range(T):
-                k = int(active_at[t])
-                data = (X, pad_row, size, fstart, ylab, drop)
+                k = int(packed.active_at[t])
+                data = (packed.X, packed.pad_row, size, fstart, ylab, drop)
                 grads = self._step(t, k, params, gbuf, data, sums)
                 if c.grad_clip:
                     clip_per_run(grads, float(c.grad_clip))
@@ -308,11 +258,11 @@ class FuncVectorizedTrainer:
                 row.update({f"train_{key}": means[key][r] for key in sorted(means)})
                 row["train_accuracy"] = train_acc[r]
                 candidate = (0.0, -float(epoch))  # no validation: the last epoch wins
-                if has_val[r]:
+                if group.has_val[r]:
                     result = _result(ev, preds, r, slice(0, int(ev.n_val[r])))
                     row.update(self.task.val_row(result))
                     candidate = self.task.selection_key(result, c.selection)
-                if oracle_test[r]:
+                if group.oracle_test[r]:
                     row.update(self.task.oracle_row(_result(ev, preds, r, slice(int(ev.n_val[r]), None))))
                 if better(candidate, best_key[r]):
                     best_key[r], best_epoch[r] = candidate, epoch
@@ -328,29 +278,13 @@ class FuncVectorizedTrainer:
 
         updates = np.zeros(R, dtype=np.int64)
         for (a, b), st in zip(classes, steps, strict=True):
-            updates[order[a:b]] = int(st)
+            updates[group.order[a:b]] = int(st)
         self.stats["updates"] = updates.tolist()  # optimizer steps per run, in input order
         # every run's model gets its selected parameters; final metrics from the ordinary evaluate()
         t2 = time.perf_counter()
-        results: list[FitResult | None] = [None] * R
-        for r in range(R):
-            model = models[r]
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    p.copy_(best[n][r].to(p.device))
-            model.to(dev)
-            v = evaluate(model, vals[r], c.eval_batch_size, dev) if has_val[r] else None
-            te = evaluate(model, tests[r], c.eval_batch_size, dev) if has_test[r] else None
-            oracle = max((h["test_accuracy"] for h in histories[r] if "test_accuracy" in h), default=None)
-            results[int(order[r])] = FitResult(
-                selected_epoch=int(best_epoch[r]),
-                history=histories[r],
-                val=v,
-                test=te,
-                oracle_test_accuracy=oracle,
-                model=model,
-                extra={"engine": "func", "group_size": R},
-            )
+        results = finish_runs(
+            group, lambda r: {n: b[r] for n, b in best.items()}, best_epoch, histories, c, dev, "func"
+        )
         total = time.perf_counter() - start
         self.timings = {
             "train": t_train,
@@ -362,10 +296,9 @@ class FuncVectorizedTrainer:
             "runs": R,
             "steps": int(c.epochs * T),
         }
-        done = [res for res in results if res is not None]
-        for res in done:
+        for res in results:
             res.seconds = total / R
-        return done
+        return results
 
     # ------------------------------------------------------------------ one step
     def buckets(self, sz: np.ndarray) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ backend maps over the run dimension with ``torch.func.vmap``: the training loss 
 bag was predicted right) and the class probabilities + loss of one bag. Dropout is not the model's own:
 every ``nn.Dropout`` gets a forward hook that multiplies its input by a keep-mask handed in per run, so
 each run draws its masks from its own generator (the hand-written backend's masks,
-:func:`lossattn.engine.manyruns.trainer.keep_mask`).
+:func:`lossattn.engine.manyruns.group.keep_mask`).
 
 :func:`unsupported_reason` says why a model/config cannot be trained this way; it ends with one vmapped
 gradient step on a tiny padded bag, so any model whose forward and loss do not vmap is refused with the

@@ -66,17 +66,24 @@ import torch
 from torch import Tensor
 
 from lossattn.engine.config import TrainConfig, epoch_schedule
-from lossattn.engine.loop import evaluate
 from lossattn.engine.manyruns.adam import adam_reference, fused_adam_available
 from lossattn.engine.manyruns.arch import arch_of, from_engine, to_engine, unsupported_reason
-from lossattn.engine.manyruns.evalsets import EvalSet, eval_chunk, eval_chunks, flat_instances
+from lossattn.engine.manyruns.evalsets import EvalSet, eval_chunk, eval_chunks
 from lossattn.engine.manyruns.grads import head_pieces, mlp_backward, mlp_forward
+from lossattn.engine.manyruns.group import (
+    dropout_generators,
+    epoch_keep_masks,
+    epoch_tables,
+    finish_runs,
+    order_runs,
+    pack_training,
+)
 from lossattn.engine.results import EvalResult, FitResult
 from lossattn.engine.runtime import flush_denormals
 from lossattn.engine.tasks import better, task_for
 from lossattn.models.base import MILModel
 
-__all__ = ["DROPOUT_STREAM", "VectorizedTrainer", "keep_mask"]
+__all__ = ["VectorizedTrainer"]
 
 
 class VectorizedTrainer:
@@ -170,15 +177,7 @@ class VectorizedTrainer:
 
     def _fit(self, train_sets, val_sets, test_sets) -> list[FitResult]:
         R = len(self.models)
-        if len(train_sets) != R:
-            raise ValueError(f"got {len(train_sets)} training sets for {R} runs")
-        vals = list(val_sets) if val_sets is not None else [None] * R
-        tests = list(test_sets) if test_sets is not None else [None] * R
-        if len(vals) != R or len(tests) != R:
-            raise ValueError("need one validation and one test set (or None) per run")
-        for ds in train_sets:
-            if len(ds) == 0:
-                raise ValueError("the training set has no bags")
+        group = order_runs(self.models, self.seeds, train_sets, val_sets, test_sets, self.config.oracle)
         c = self.config
         task = task_for(self.models[0])
         start = time.perf_counter()
@@ -187,17 +186,7 @@ class VectorizedTrainer:
             torch.set_num_threads(c.threads)
         dev, arch = self.device, self.arch
 
-        # runs sorted by number of training bags, descending: the runs still active at step t are a prefix,
-        # and runs with equally many bags (same step count, hence same Adam bias correction) are contiguous
-        n_train = np.array([len(ds) for ds in train_sets], dtype=np.int64)
-        order = np.argsort(-n_train, kind="stable")
-        n_sorted = n_train[order]
-        seeds = [self.seeds[i] for i in order]
-        models = [self.models[i] for i in order]
-        trains = [train_sets[i] for i in order]
-        vals = [vals[i] for i in order]
-        tests = [tests[i] for i in order]
-        classes = [(int(a), int(b)) for a, b in runs_of_equal(n_sorted)]  # contiguous [a, b) slices
+        n_sorted, seeds, models, classes = group.n_sorted, group.seeds, group.models, group.classes
 
         # stacked parameters, 2-D weights transposed to (in, out); Adam state; gradient buffers
         with torch.no_grad():
@@ -231,26 +220,13 @@ class VectorizedTrainer:
         ]
         self._all_classes = adam_lists
 
-        # training instances of all runs, flat, plus one zero row for padding
-        flats = [flat_instances(ds) for ds in trains]
-        sizes = [sz for _, sz in flats]
-        counts = np.array([int(sz.sum()) for sz in sizes], dtype=np.int64)
-        base = np.concatenate([[0], np.cumsum(counts)])
-        pad_row = int(base[-1])
-        X = torch.cat([x for x, _ in flats] + [torch.zeros((1, flats[0][0].shape[1]))]).to(dev)
-        bag_start = [base[r] + np.concatenate([[0], np.cumsum(sizes[r])[:-1]]) for r in range(R)]
-        labels = [np.asarray(ds.labels, dtype=np.int64) for ds in trains]
-        del flats
-
-        has_val = [v is not None and len(v) > 0 for v in vals]
-        has_test = [t is not None and len(t) > 0 for t in tests]
-        # test bags are scored per epoch only for the labelled oracle figure (TrainConfig.oracle)
-        oracle_test = [c.oracle and h for h in has_test]
-        ev_tests = [t if o else None for t, o in zip(tests, oracle_test, strict=True)]
-        ev = eval_chunks(vals, ev_tests, dev, self.eval_budget) if (any(has_val) or any(oracle_test)) else None
+        packed = pack_training(group, dev)
+        has_val, oracle_test = group.has_val, group.oracle_test
+        ev_tests = group.ev_tests
+        ev = eval_chunks(group.vals, ev_tests, dev, self.eval_budget) if (any(has_val) or any(oracle_test)) else None
 
         p_drop = arch.dropout
-        gens = [np.random.default_rng([int(s) & 0xFFFFFFFF, DROPOUT_STREAM]) for s in seeds] if p_drop > 0 else []
+        gens = dropout_generators(seeds) if p_drop > 0 else []
         width = sum(arch.widths)
         cuts = np.cumsum([0] + arch.widths)
 
@@ -258,42 +234,34 @@ class VectorizedTrainer:
         best_key: list[tuple[float, float] | None] = [None] * R
         best_epoch = [-1] * R
         t_train = t_eval = cpu_train = 0.0
-        T = int(n_sorted[0])
-        active_at = np.array([(n_sorted > t).sum() for t in range(T)], dtype=np.int64)
-        size_tab = np.stack([pad_to(s, T) for s in sizes])
-        start_tab = np.stack([pad_to(s, T) for s in bag_start])
-        label_tab = np.stack([pad_to(s, T) for s in labels])
+        T = packed.T
 
         for epoch in range(c.epochs):
             t0, c0 = time.perf_counter(), time.process_time()
             sched = self._schedule(epoch)
             b1, b2 = sched["beta1"], sched["beta2"]
-            # per run: the bag order of this epoch, exactly as the Trainer draws it
-            bag = np.full((R, T), -1, dtype=np.int64)
-            for r in range(R):
-                bag[r, : n_sorted[r]] = np.random.default_rng([seeds[r], epoch]).permutation(int(n_sorted[r]))
-            valid = bag >= 0
-            safe = np.where(valid, bag, 0)
-            size = np.where(valid, np.take_along_axis(size_tab, safe, 1), 0)
-            fstart = np.where(valid, np.take_along_axis(start_tab, safe, 1), 0)
-            ylab = np.where(valid, np.take_along_axis(label_tab, safe, 1), 0)
-            drop_rows = None
-            if p_drop > 0:
-                # the run's dropout masks of the epoch, drawn for its real instances in epoch order
-                dstart = np.cumsum(size, axis=1) - size
-                dbase = np.concatenate([[0], np.cumsum(counts)])
-                dstart = dstart + dbase[:R, None]
-                keep = torch.from_numpy(
-                    np.concatenate(
-                        [keep_mask(gens[r], int(counts[r]), width, p_drop) for r in range(R)]
-                        + [np.zeros((1, width), dtype=bool)]
-                    )
-                ).to(dev)
-                drop_rows = (keep, dstart, int(dbase[-1]))
+            size, fstart, ylab = epoch_tables(group, packed, epoch)  # the bag order as the Trainer draws it
+            # the run's dropout masks of the epoch, drawn for its real instances in epoch order
+            drop_rows = epoch_keep_masks(gens, packed, size, width, p_drop, dev) if p_drop > 0 else None
             loss_sum = torch.zeros(R, device=dev)
             for t in range(T):
-                k = int(active_at[t])
-                self._step(t, k, params, grads, X, pad_row, size, fstart, ylab, drop_rows, loss_sum, cuts, p_drop, dev)
+                k = int(packed.active_at[t])
+                self._step(
+                    t,
+                    k,
+                    params,
+                    grads,
+                    packed.X,
+                    packed.pad_row,
+                    size,
+                    fstart,
+                    ylab,
+                    drop_rows,
+                    loss_sum,
+                    cuts,
+                    p_drop,
+                    dev,
+                )
                 active = [adam_lists[i] for i, (a, _) in enumerate(classes) if n_sorted[a] > t]
                 self._adam(active, sched["lr"], b1, b2, fused)
             t1 = time.perf_counter()
@@ -331,31 +299,19 @@ class VectorizedTrainer:
 
         updates = np.zeros(R, dtype=np.int64)
         for (a, b), st in zip(classes, steps, strict=True):
-            updates[order[a:b]] = int(st)
+            updates[group.order[a:b]] = int(st)
         self.stats["updates"] = updates.tolist()  # optimizer steps per run, in input order
         # every run's model gets its selected parameters; final metrics from the ordinary evaluate()
         t2 = time.perf_counter()
-        results: list[FitResult | None] = [None] * R
-        elapsed = time.perf_counter() - start
-        for r in range(R):
-            model = models[r]
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    p.copy_(from_engine(best[n][r]).to(p.device))
-            model.to(dev)
-            v = evaluate(model, vals[r], c.eval_batch_size, dev) if has_val[r] else None
-            te = evaluate(model, tests[r], c.eval_batch_size, dev) if has_test[r] else None
-            oracle = max((h["test_accuracy"] for h in histories[r] if "test_accuracy" in h), default=None)
-            results[int(order[r])] = FitResult(
-                selected_epoch=int(best_epoch[r]),
-                history=histories[r],
-                val=v,
-                test=te,
-                oracle_test_accuracy=oracle,
-                model=model,
-                seconds=elapsed / R,
-                extra={"engine": "vectorized", "group_size": R},
-            )
+        results = finish_runs(
+            group,
+            lambda r: {n: from_engine(b[r]) for n, b in best.items()},
+            best_epoch,
+            histories,
+            c,
+            dev,
+            "vectorized",
+        )
         total = time.perf_counter() - start
         self.timings = {
             "train": t_train,
@@ -368,9 +324,8 @@ class VectorizedTrainer:
             "steps": int(c.epochs * T),
         }
         for res in results:
-            assert res is not None
             res.seconds = total / R
-        return results  # type: ignore[return-value]
+        return results
 
     # ------------------------------------------------------------------ one step
     def levels(self, sz: np.ndarray) -> list[int]:
@@ -497,30 +452,3 @@ class VectorizedTrainer:
                     for sel in (is_val[j], is_test[j])
                 )
         return out
-
-
-def runs_of_equal(values: np.ndarray) -> list[tuple[int, int]]:
-    """Contiguous ``[a, b)`` slices of equal values in a sorted array."""
-    out, a = [], 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[a]:
-            out.append((a, i))
-            a = i
-    return out
-
-
-def pad_to(a: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros(n, dtype=np.asarray(a).dtype)
-    out[: len(a)] = a
-    return out
-
-
-DROPOUT_STREAM = 0xD40  # a run's dropout generator is np.random.default_rng([run seed, DROPOUT_STREAM])
-
-
-def keep_mask(rng: np.random.Generator, n: int, width: int, p: float) -> np.ndarray:
-    """``(n, width)`` bool dropout keep-mask, each entry True with probability ``1 - p``."""
-    q = p * 256
-    if q == int(q):  # p a multiple of 1/256 (0.5, 0.25, ...): one random byte per entry, exact
-        return rng.integers(0, 256, size=(n, width), dtype=np.uint8) >= int(q)
-    return rng.random((n, width), dtype=np.float32) >= p
