@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import os
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -224,8 +226,14 @@ class PeakMemory:
 
 
 def machine() -> dict:
-    """CPU model, core count, torch threads, load average (and the GPU when there is one)."""
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
+    """Date (UTC), the command, CPU model, core count, torch threads, load average (and the GPU when there is one)."""
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", *sys.argv]),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

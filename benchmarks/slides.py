@@ -511,7 +511,11 @@ print(json.dumps({{"loss": float(loss), "seconds": seconds, "peak_rss_mib": peak
 
 
 def table(result: dict) -> str:
-    lines = []
+    m = result.get("machine", {})
+    lines = [
+        f"{m.get('date')}: {m.get('command')}\n{m.get('cpu')}, {m.get('cpu_count')} cores, "
+        f"{m.get('torch_threads')} torch thread(s), load {m.get('load_average_at_end')}, torch {m.get('torch')}\n"
+    ]
     if "extractors" in result:
         d = result["data"]
         lines.append(

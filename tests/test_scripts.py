@@ -119,6 +119,8 @@ def test_slides_benchmark_smoke(tmp_path):
         assert all(0.0 <= x["auc"] <= 1.0 for name, x in v.items() if name != "floor")
         assert r["extractors"][kind]["ratios"]["lossattn_la_w0 / floor"]["median"] > 0
     assert "torchmil" in r and "read floor" in out
+    assert r["machine"]["date"][:2] == "20" and "slides.py --smoke" in r["machine"]["command"]  # when and how
+    assert r["machine"]["command"] in out
     assert not list(tmp_path.glob("slides-*"))  # the generated slides were deleted
 
 

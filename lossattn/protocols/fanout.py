@@ -26,13 +26,23 @@ from lossattn.protocols.config import ExperimentConfig, config_from_dict, config
 from lossattn.protocols.runs import RunSpec, execute_run, finish_run, plan_runs, prepare_run, read_finished
 from lossattn.protocols.summary import aggregate, protocol_description
 
-__all__ = ["ENGINES", "engine_reason", "method_engine", "method_unsupported_reason", "run_experiment", "run_group"]
+__all__ = [
+    "DASK_WORKER_WAIT_S",
+    "ENGINES",
+    "engine_reason",
+    "method_engine",
+    "method_unsupported_reason",
+    "run_experiment",
+    "run_group",
+]
 
 #: ``trainer``: every run alone through the one loop; ``vectorized``: each method's runs batched by the
 #: hand-written backend (a ValueError for a method it cannot batch); ``func``: likewise by the torch.func backend
 #: (any single-label bag model whose forward vmaps; slower than ``vectorized`` where both apply); ``auto``:
 #: ``vectorized`` where it applies, else ``func``, else one run at a time
 ENGINES = ("trainer", "vectorized", "func", "auto")
+#: how long a run fanned out to a Dask scheduler waits for its first worker before it gives up
+DASK_WORKER_WAIT_S = 60.0
 
 #: what each backend's unsupported-reason function is (on a probe model and the method's train config)
 _REASONS = {"vectorized": unsupported_reason, "func": func_unsupported_reason}
@@ -282,5 +292,13 @@ def _run_dask(payloads, scheduler: str, fn) -> list[Any]:
             "a Dask scheduler was given but `distributed` is not installed: pip install 'lossattn[distributed]'"
         ) from exc
     with Client(scheduler) as client:
+        # a scheduler without workers queues the runs forever: say so instead of waiting silently
+        try:
+            client.wait_for_workers(1, timeout=DASK_WORKER_WAIT_S)
+        except (TimeoutError, OSError) as exc:  # distributed raises asyncio's / the builtin TimeoutError
+            raise ValueError(
+                f"the Dask scheduler at {scheduler} has no worker after {DASK_WORKER_WAIT_S:g} s; start workers "
+                f"(`dask worker {scheduler}`) or run without --scheduler"
+            ) from exc
         futures = client.map(fn, payloads, pure=False)
         return client.gather(futures)

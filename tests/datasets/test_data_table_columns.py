@@ -72,7 +72,9 @@ def test_header_detection_and_override(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"h.csv, line 1, column 3: 'f0' is not a number"):
         load_table(q, header=False)  # the header row is now data: its text cannot be a feature
     assert load_table(q, header=True, bag_column=AUTO).names == ["a", "b"]
-    with pytest.raises(DataFormatError, match=r"the bag column is given by name, but the first row \(line 1\) was read as data"):
+    with pytest.raises(
+        DataFormatError, match=r"the bag column is given by name, but the first row \(line 1\) was read as data"
+    ):
         load_table(p, bag_column="bag_id")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -151,6 +153,19 @@ def test_dask_threaded_workers_match_serial(table, serial_table, tmp_path):
     ) as cluster:
         result = run_experiment(table_config(table), out, scheduler=cluster.scheduler_address)
     assert_same_runs(serial, result, serial_dir, out)
+
+
+def test_dask_scheduler_without_workers_raises_instead_of_waiting(table, tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from lossattn.protocols import fanout
+
+    monkeypatch.setattr(fanout, "DASK_WORKER_WAIT_S", 1.0)
+    with distributed.LocalCluster(
+        n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        address = cluster.scheduler_address
+        with pytest.raises(ValueError, match=r"has no worker after 1 s.*dask worker " + re.escape(address)):
+            run_experiment(table_config(table), tmp_path / "none", scheduler=address)
 
 
 def _square(x: int) -> int:
