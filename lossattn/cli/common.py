@@ -37,6 +37,12 @@ class CLIError(ValueError):
         self.hint = hint
 
 
+#: the hint of a data file that was found but could not be read as bags
+DATA_FORMAT_HINT = (
+    "`lossattn data info FILE` shows how a table or folder is read; tables: choose columns with --bag-column, "
+    "--label-column, --feature-columns and the header with --header / --no-header (README: Your own bags)"
+)
+
 _HINTS: list[tuple[tuple[str, ...], str]] = [
     (("unknown model", "uses unknown model"), "`lossattn models` lists the registered models"),
     (("unknown preset",), "`lossattn presets` lists the presets"),
@@ -71,7 +77,7 @@ _HINTS: list[tuple[tuple[str, ...], str]] = [
 
 def error_lines(exc: BaseException) -> tuple[str, str]:
     """One error line and one hint line for a user mistake."""
-    from lossattn.datasets import DataNotFoundError
+    from lossattn.datasets import DataFormatError, DataNotFoundError
 
     special = _special_errors(exc)
     if special is not None:
@@ -93,6 +99,8 @@ def error_lines(exc: BaseException) -> tuple[str, str]:
             return message, h
     if len(lines) > 1:
         return message, " ".join(lines[1:])
+    if isinstance(exc, DataFormatError):
+        return message, DATA_FORMAT_HINT
     return message, "run the command again with --debug to see where it failed"
 
 

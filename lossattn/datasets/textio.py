@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import DataFormatError
 
-__all__ = ["read_bytes", "read_csv_rows", "read_csv_with_lines", "parse_float_matrix", "group_rows"]
+__all__ = ["read_bytes", "read_csv_rows", "read_csv_with_lines", "parse_float_matrix", "group_rows", "sniff_delimiter"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -56,18 +56,50 @@ def read_csv_rows(path: str | Path, delimiter: str = ",") -> list[list[str]]:
     return read_csv_with_lines(path, delimiter)[0]
 
 
-def read_csv_with_lines(path: str | Path, delimiter: str = ",") -> tuple[list[list[str]], np.ndarray]:
+_SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")  # xlsx/ods (zip), legacy xls (OLE2)
+
+
+def _decode_table_text(path: Path, raw: bytes) -> str:
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataFormatError(f"{path}: UTF-16 text (a spreadsheet's 'Unicode text' export); save it as UTF-8 CSV")
+    if raw.startswith(_SPREADSHEET_MAGIC) or b"\x00" in raw[:4096]:
+        kind = "a spreadsheet workbook (Excel / ODS)" if raw.startswith(_SPREADSHEET_MAGIC) else "a binary file"
+        raise DataFormatError(
+            f"{path}: not a text table, it looks like {kind}; save it as CSV (one row per instance: bag id, "
+            "label, features) or Parquet"
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not a UTF-8 text file ({e})") from e
+
+
+def sniff_delimiter(text: str) -> str:
+    """The field separator of a text table: ``,`` unless the first non-blank line has more ``;`` or tabs.
+
+    Spreadsheets saved in locales with a decimal comma write ``;``-separated "CSV"; a first line with more
+    semicolons or tabs than commas is read with those.
+    """
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    counts = {d: first.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: (counts[d], d == ","))  # ties go to the comma
+    return best if counts[best] > 0 else ","
+
+
+def read_csv_with_lines(path: str | Path, delimiter: str | None = ",") -> tuple[list[list[str]], np.ndarray]:
     """:func:`read_csv_rows` plus the 1-based line number of each row (blank lines are skipped, so row ``i`` is
-    not always line ``i + 1``).
+    not always line ``i + 1``). ``delimiter=None`` detects it (:func:`sniff_delimiter`).
 
     Returns:
         ``(rows, lines)``: the rows and an int64 array ``(len(rows),)`` of their line numbers.
+
+    Raises:
+        DataFormatError: ragged rows, malformed CSV, a spreadsheet or binary file, undecodable text, no rows.
     """
     path = Path(path)
-    try:
-        text = read_bytes(path).decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{path}: not a UTF-8 text file ({e})") from e
+    text = _decode_table_text(path, read_bytes(path))
+    if delimiter is None:
+        delimiter = sniff_delimiter(text)
     rows: list[list[str]] = []
     lines: list[int] = []
     width = None
@@ -132,9 +164,10 @@ def parse_float_matrix(
                 except ValueError:
                     line = int(lines[li]) if lines is not None else first_line + li
                     named = f" ({column_names[c]!r})" if column_names is not None else ""
+                    decimal_comma = " (a decimal comma? write numbers with a decimal point)" if "," in r[c] else ""
                     raise DataFormatError(
-                        f"{path}, line {line}, column {c + 1}{named}: {r[c]!r} is not a number; feature columns "
-                        f"must be numeric (choose the feature columns with feature_columns=[...])"
+                        f"{path}, line {line}, column {c + 1}{named}: {r[c]!r} is not a number{decimal_comma}; "
+                        f"feature columns must be numeric (choose the feature columns with feature_columns=[...])"
                     ) from None
         raise
 

@@ -182,7 +182,15 @@ def _regular_file(tmp_path: Path) -> Path:
     return f
 
 
+def _workbook(tmp_path: Path) -> Path:
+    f = tmp_path / "bags.xlsx"
+    f.write_bytes(b"PK\x03\x04" + bytes(range(256)))  # a zip container, as every .xlsx is
+    return f
+
+
 BAD = {
+    "spreadsheet_workbook": (lambda t, tbl, run: ["train", "-d", str(_workbook(t)), *FAST],
+                             ["looks like a spreadsheet workbook", "save it as CSV", "hint: `lossattn data info FILE`"]),
     "out_under_a_file_train": (lambda t, tbl, run: ["train", "-d", tbl, *FAST, "--out", str(_regular_file(t) / "x")],
                                ["cannot be used as an output folder"]),
     "out_under_sys_train": (lambda t, tbl, run: ["train", "-d", tbl, *FAST, "--out", "/sys/lossattn-test"],

@@ -120,7 +120,7 @@ def test_mixed_labels_in_a_bag(tmp_path: Path) -> None:
 def test_non_integer_labels(tmp_path: Path, label: str) -> None:
     p = tmp_path / "l.csv"
     p.write_text(f"bag_id,label,f1\na,0,1\nb,{label},1\n")
-    with pytest.raises(DataFormatError, match=rf"l.csv, line 3: label '{label}' is not an integer \(column 'label'\)"):
+    with pytest.raises(DataFormatError, match=rf"l.csv, line 3: label '{label}' is not an integer in column 'label'"):
         load_table(p)
 
 

@@ -214,7 +214,7 @@ def test_split_and_group_columns(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"bag a has rows with different split values \['test', 'train'\]"):
         load_table(bad)
     blank = _write(tmp_path / "blank.csv", ["bag_id,label,patient_id,f0", "a,0,p1,1", "b,0,,2"])
-    with pytest.raises(DataFormatError, match=r"blank.csv, line 3: empty group id \(column 'patient_id'\)"):
+    with pytest.raises(DataFormatError, match=r"blank.csv, line 3: empty group id in column 'patient_id'"):
         load_table(blank)
 
 
@@ -236,3 +236,49 @@ def test_parquet_roles_and_label_names(tmp_path: Path) -> None:
         load_table(p)
     ds = load_table(p, feature_columns=["f0"])
     assert ds.names == ["s1", "s2"] and ds.labels.tolist() == [1, 0] and ds.groups == ["c1", "c2"]
+
+
+def test_semicolon_and_tab_separated_tables_are_detected(tmp_path: Path) -> None:
+    # spreadsheets in decimal-comma locales save ';'-separated "CSV"
+    semi = _write(tmp_path / "semi.csv", [";".join(str(v) for v in r) for r in MIL_ROWS])
+    tab = _write(tmp_path / "tab.csv", ["label\tbag_id\tf0\tf1"] + ["\t".join(str(v) for v in r) for r in MIL_ROWS])
+    for path in (semi, tab):
+        ds = load_table(path)
+        assert ds.names == ["7", "3", "9"] and ds.labels.tolist() == [1, 0, 1], path.name
+        np.testing.assert_array_equal(ds[0].x.numpy(), [[0.5, -1.0], [3.25, 4.0]])
+    # a comma that is a decimal comma is named as such
+    bad = _write(tmp_path / "dec.csv", ["1;7;0,5;1", "0;3;1,5;2"])
+    with pytest.raises(DataFormatError, match=r"line 1, column 3: '0,5' is not a number \(a decimal comma\?"):
+        load_table(bad)
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)), "looks like a spreadsheet workbook"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(64), "looks like a spreadsheet workbook"),
+        (b"label,bag\x00,f0\n1,2,3\n", "looks like a binary file"),
+        ("label,bag_id,f0\n1,a,0.5\n".encode("utf-16"), "UTF-16 text"),
+    ],
+    ids=["xlsx", "xls", "nul", "utf16"],
+)
+def test_spreadsheets_and_binary_files_are_named(tmp_path: Path, content: bytes, needle: str) -> None:
+    path = tmp_path / "bags.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataFormatError, match=rf"bags.csv: .*{needle}"):
+        load_table(path)
+
+
+def test_headerless_bag_id_first_table_names_the_options(tmp_path: Path) -> None:
+    rows = [(f"b{b}", "pos" if b % 2 else "neg", b * 0.1, 1.0) for b in range(6) for _ in range(2)]
+    path = _write(tmp_path / "bagfirst.csv", [",".join(str(v) for v in r) for r in rows])
+    with pytest.raises(DataFormatError, match=r"in column 1 \(position 0\).*pass --bag-column 0 --label-column 1"):
+        load_table(path)
+    ds = load_table(path, bag_column=0, label_column=1)
+    assert len(ds) == 6 and sorted(set(ds.labels.tolist())) == [0, 1]
+    # a table whose first column is not a bag id gets no such suggestion
+    rows = [(b % 2, f"b{b}", 0.1) for b in range(6)] + [(1, "b0", 0.2)]
+    mixed = _write(tmp_path / "mixed.csv", [",".join(str(v) for v in r) for r in rows])
+    with pytest.raises(DataFormatError) as err:
+        load_table(mixed)
+    assert "different labels" in str(err.value) and "--bag-column" not in str(err.value)

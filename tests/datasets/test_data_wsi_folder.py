@@ -215,7 +215,7 @@ def test_unlabeled_manifest_and_mixed_labels(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"mixed.csv: bag 's3' has no label, but other bags do"):
         load_feature_folder(root, "mixed.csv")
     (root / "nogroup.csv").write_text("slide_id,case_id,label\ns1,p1,0\ns3,,1\n")
-    with pytest.raises(DataFormatError, match=r"nogroup.csv, line 3: empty group id \(column 'case_id'\) for bag 's3'"):
+    with pytest.raises(DataFormatError, match=r"nogroup.csv, line 3: empty group id in column 'case_id' for bag 's3'"):
         load_feature_folder(root, "nogroup.csv")
 
 
