@@ -1,5 +1,5 @@
-"""The ``lossattn`` command: demo, train, cv, evaluate, predict, explain, reproduce, check-assumptions, data, models,
-presets.
+"""The ``lossattn`` command: demo, train, cv, evaluate, predict, explain, reproduce, compare, check-assumptions, data,
+models, presets.
 
 One module per command (each adds its parser and runs it); every command is a thin layer over the library.
 User mistakes (unknown names, missing data, bad overrides, a checkpoint that does not fit the data) end with
@@ -14,8 +14,8 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from lossattn.cli import assumptions as assumptions_command
+from lossattn.cli import compare, demo, evaluate, explain, predict, registries, reproduce, train
 from lossattn.cli import data as data_command
-from lossattn.cli import demo, evaluate, explain, predict, registries, reproduce, train
 from lossattn.cli.common import CLIError, Formatter, add_common, error_lines, format_table
 
 __all__ = ["CLIError", "build_parser", "format_table", "main"]
@@ -38,7 +38,7 @@ User errors exit with code 2 and one 'error:' line plus a 'hint:' line; add --de
 """
 
 # in the order of `lossattn --help`
-COMMANDS = (demo, train, evaluate, predict, explain, reproduce, assumptions_command, data_command, registries)
+COMMANDS = (demo, train, evaluate, predict, explain, reproduce, compare, assumptions_command, data_command, registries)
 
 
 def build_parser() -> argparse.ArgumentParser:

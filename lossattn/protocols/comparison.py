@@ -32,6 +32,7 @@ __all__ = [
     "comparison_notes",
     "comparison_metrics",
     "comparison_rows",
+    "markdown_table",
     "result_markdown",
     "spread_markdown",
     "spread_rows",
@@ -258,7 +259,8 @@ def comparison_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[st
     return headers, rows
 
 
-def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines."""
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + [
         "| " + " | ".join(str(c) for c in row) + " |" for row in rows
     ]
@@ -290,7 +292,7 @@ def comparison_markdown(comparison: dict[str, Any], heading: str | None = None) 
     if not rows:
         return []
     lines = [heading, ""] if heading else []
-    return lines + _markdown_table(headers, rows) + [""] + comparison_notes(comparison) + [""]
+    return lines + markdown_table(headers, rows) + [""] + comparison_notes(comparison) + [""]
 
 
 def spread_rows(spread: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -315,7 +317,7 @@ def spread_markdown(spread: dict[str, Any], heading: str | None = None) -> list[
     lines = [heading, ""] if heading else []
     return (
         lines
-        + _markdown_table(headers, rows)
+        + markdown_table(headers, rows)
         + [
             "",
             "Spread of the test scores (sample std, ddof=1): fold-to-fold = std over the folds of one repeat, averaged "
