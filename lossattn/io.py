@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "file_mode", "folder_mode", "versions"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "file_mode",
+    "folder_mode",
+    "versions",
+]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -40,25 +49,35 @@ def folder_mode() -> int:
     return 0o777 & ~_umask()
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` through ``write(binary file)`` into a temporary file beside it, then rename it into place.
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".part") -> Iterator[Path]:
+    """A temporary file path beside ``path`` for a writer that needs a name (HDF5); renamed over ``path`` when the
+    block ends without an error, removed when it raises.
 
-    A killed process leaves either the old file or the new one, never a partial file under the final name.
+    A killed process leaves either the old file or the new one, never a partial file under the final name; the
+    file gets the user's umask (a temporary file is created 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` through ``write(binary file)`` into a temporary file beside it, then rename it into place
+    (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -43,6 +42,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from lossattn.io import atomic_write
 
 from .grid import as_coords, as_patch_values, grid_positions, infer_patch_size
 from .heatmap import scale_values
@@ -395,16 +396,7 @@ def write_geojson(path: str | os.PathLike[str], coords: Any, values: Any, **kwar
     """
     obj = to_geojson(coords, values, **kwargs)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, separators=(",", ":"))
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(out, lambda fh: fh.write(json.dumps(obj, separators=(",", ":")).encode("utf-8")))
     return out
 
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lossattn.io import atomic_write
 
 from .grid import as_coords, as_patch_values, grid_positions, infer_patch_size
 
@@ -328,14 +329,5 @@ def draw_heatmap(
     info.add_text("lossattn:heatmap", json.dumps(layout))
     image = Image.fromarray(page, "RGBA") if transparent else Image.fromarray(page[:, :, :3].copy(), "RGB")
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.png")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG", pnginfo=info, compress_level=_PNG_COMPRESSION)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(out, lambda fh: image.save(fh, format="PNG", pnginfo=info, compress_level=_PNG_COMPRESSION))
     return out

@@ -50,7 +50,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from lossattn.io import atomic_write
+from lossattn.io import atomic_path, atomic_write
 
 from .tissue import grow_blob, place_lesions
 
@@ -346,23 +345,15 @@ def _features(
 
 def _write_h5(path: Path, slide_id: str, label: int, x, coords, inst, region, patch_size: int) -> None:
     h5py = _h5py()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", track_order=False) as f:
-            f.attrs["slide_id"] = slide_id
-            f.attrs["label"] = int(label)
-            f.create_dataset("features", data=x, track_times=False)
-            c = f.create_dataset("coords", data=coords, track_times=False)
-            c.attrs["patch_size"] = int(patch_size)
-            c.attrs["patch_level"] = 0
-            f.create_dataset("instance_labels", data=inst, track_times=False)
-            f.create_dataset("lesion_region", data=region, track_times=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".tmp") as tmp, h5py.File(tmp, "w", track_order=False) as f:
+        f.attrs["slide_id"] = slide_id
+        f.attrs["label"] = int(label)
+        f.create_dataset("features", data=x, track_times=False)
+        c = f.create_dataset("coords", data=coords, track_times=False)
+        c.attrs["patch_size"] = int(patch_size)
+        c.attrs["patch_level"] = 0
+        f.create_dataset("instance_labels", data=inst, track_times=False)
+        f.create_dataset("lesion_region", data=region, track_times=False)
 
 
 def _clear_previous(root: Path, overwrite: bool) -> None:
