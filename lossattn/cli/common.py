@@ -39,9 +39,20 @@ class CLIError(ValueError):
 
 #: the hint of a data file that was found but could not be read as bags
 DATA_FORMAT_HINT = (
-    "`lossattn data info FILE` shows how a table or folder is read; tables: choose columns with --bag-column, "
+    "`lossattn data info PATH` shows how a table or folder is read; tables: choose columns with --bag-column, "
     "--label-column, --feature-columns and the header with --header / --no-header (README: Your own bags)"
 )
+
+#: the hint of one bad bag file of a feature folder
+BAG_FILE_HINT = (
+    "fix or re-extract that bag's file, or drop its row from the manifest; `lossattn data info FOLDER` then reads "
+    "the folder again"
+)
+
+
+def _names_a_bag_file(message: str) -> bool:
+    return "bag file" in message or ", file /" in message or ("(index" in message and "file " in message)
+
 
 _HINTS: list[tuple[tuple[str, ...], str]] = [
     (("unknown model", "uses unknown model"), "`lossattn models` lists the registered models"),
@@ -93,6 +104,8 @@ def error_lines(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, DataNotFoundError) and len(lines) > 1:
         rest = [line for line in lines[1:] if not line.startswith(("/", "~")) and not line[:2].endswith(":\\")]
         return message.rstrip(":").removesuffix(". Looked for"), " ".join(rest) or lines[-1]
+    if isinstance(exc, DataFormatError) and _names_a_bag_file(message):
+        return message, BAG_FILE_HINT  # before the keyword hints: a reader's message may say "checkpoint"
     lowered = text.lower()
     for keys, h in _HINTS:
         if any(k in lowered for k in keys):

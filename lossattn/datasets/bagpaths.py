@@ -10,7 +10,14 @@ from pathlib import Path
 from .bagfiles import BAG_FILE_EXTENSIONS
 from .errors import DataFormatError
 
-__all__ = ["SLIDE_EXTENSIONS", "candidate_stems", "find_bag_file", "find_coords_file", "other_subfolders"]
+__all__ = [
+    "SLIDE_EXTENSIONS",
+    "candidate_stems",
+    "find_bag_file",
+    "find_coords_file",
+    "find_named_file",
+    "other_subfolders",
+]
 
 SUBFOLDERS = ("", "pt_files", "h5_files", "features")
 COORDS_SUBFOLDERS = ("h5_files", "", "patches")
@@ -19,12 +26,22 @@ SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", "
 
 
 def candidate_stems(bag_id: str) -> list[str]:
-    """File stems to try for a bag id: the id, then the id without a slide file extension."""
+    """File stems to try for a bag id: the id, then the id without a slide or feature file extension (manifests
+    list ``slide_1.svs`` or ``slide_1.h5`` as often as ``slide_1``)."""
     out = [bag_id]
     stem, ext = os.path.splitext(bag_id)
-    if ext.lower() in SLIDE_EXTENSIONS and stem:
+    if ext.lower() in SLIDE_EXTENSIONS + BAG_FILE_EXTENSIONS and stem:
         out.append(stem)
     return out
+
+
+def find_named_file(folder: Path, name: str, other_subfolders: Sequence[str] = ()) -> Path | None:
+    """A file named in a manifest's file column: relative to the folder, else in a usual or the other subfolders."""
+    for sub in (*SUBFOLDERS, *other_subfolders):
+        p = folder / sub / name if sub else folder / name
+        if p.is_file():
+            return p
+    return None
 
 
 def find_bag_file(folder: Path, bag_id: str, other_subfolders: Sequence[str] = ()) -> tuple[Path | None, list[Path]]:

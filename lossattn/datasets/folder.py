@@ -36,7 +36,7 @@ from .bagfiles import (
     read_coords,
     read_coords_shape,
 )
-from .bagpaths import SLIDE_EXTENSIONS, find_bag_file, find_coords_file, other_subfolders
+from .bagpaths import SLIDE_EXTENSIONS, find_bag_file, find_coords_file, find_named_file, other_subfolders
 from .base import (
     Bag,
     BaseBagDataset,
@@ -379,6 +379,15 @@ class FeatureFolderDataset(BaseBagDataset):
         return out
 
 
+def _missing(message: str) -> DataNotFoundError:
+    err = DataNotFoundError(message)
+    err.hint = (  # type: ignore[attr-defined]
+        "a manifest's bag ids must match the file names (with or without the extension), or a 'file' column names "
+        "each bag's file; `lossattn data info FOLDER` shows what is found"
+    )
+    return err
+
+
 def load_feature_folder(
     folder: str | os.PathLike[str],
     manifest: str | os.PathLike[str] = "manifest.csv",
@@ -518,18 +527,19 @@ def load_feature_folder(
         bag_id, line = bag_ids[k], int(body_lines[k])
         rel = files_col[k] if files_col is not None else ""
         if rel:
-            path = folder / rel
-            if not path.is_file():
-                raise DataNotFoundError(f"{mpath}, line {line}: bag {bag_id!r}: file {path} does not exist")
+            found = find_named_file(folder, rel, others)
+            if found is None:
+                raise _missing(f"{mpath}, line {line}: bag {bag_id!r}: file {folder / rel} does not exist (also "
+                               f"looked in pt_files/, h5_files/, features/ and any other subfolder)")  # fmt: skip
         else:
             found, _ = find_bag_file(folder, bag_id, others)
             if found is None:
-                raise DataNotFoundError(
+                raise _missing(
                     f"{mpath}, line {line}: no file for bag {bag_id!r}; expected {folder / bag_id}"
                     f"{{{','.join(BAG_FILE_EXTENSIONS)}}} (also looked in pt_files/, h5_files/, features/ and "
                     f"any other subfolder)"
                 )
-            path = found
+        path = found
         files.append(path)
         coords_files.append(find_coords_file(folder, bag_id, path))
     meta = {

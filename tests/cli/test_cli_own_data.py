@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import run_cli
 
 import lossattn
@@ -188,9 +189,23 @@ def _workbook(tmp_path: Path) -> Path:
     return f
 
 
+def _folder_with_a_truncated_bag(tmp_path: Path) -> Path:
+    folder = tmp_path / "slides"
+    (folder / "pt_files").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for b in range(12):
+        torch.save(torch.from_numpy(rng.normal(size=(5, 4)).astype(np.float32)), folder / "pt_files" / f"s{b}.pt")
+    whole = (folder / "pt_files" / "s3.pt").read_bytes()
+    (folder / "pt_files" / "s3.pt").write_bytes(whole[: len(whole) // 2])
+    (folder / "manifest.csv").write_text("slide_id,label\n" + "".join(f"s{b},{b % 2}\n" for b in range(12)))
+    return folder
+
+
 BAD = {
+    "truncated_bag_file": (lambda t, tbl, run: ["train", "-d", str(_folder_with_a_truncated_bag(t)), *FAST],
+                           ["s3.pt", "hint: fix or re-extract that bag's file"]),
     "spreadsheet_workbook": (lambda t, tbl, run: ["train", "-d", str(_workbook(t)), *FAST],
-                             ["looks like a spreadsheet workbook", "save it as CSV", "hint: `lossattn data info FILE`"]),
+                             ["looks like a spreadsheet workbook", "save it as CSV", "hint: `lossattn data info PATH`"]),
     "out_under_a_file_train": (lambda t, tbl, run: ["train", "-d", tbl, *FAST, "--out", str(_regular_file(t) / "x")],
                                ["cannot be used as an output folder"]),
     "out_under_sys_train": (lambda t, tbl, run: ["train", "-d", tbl, *FAST, "--out", "/sys/lossattn-test"],

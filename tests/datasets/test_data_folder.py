@@ -240,3 +240,23 @@ def test_manifest_by_name_and_features_in_another_subfolder(tmp_path: Path) -> N
     torch.save(torch.zeros(2, 4), tmp_path / "feats_b" / "s0.pt")
     with pytest.raises(DataFormatError, match=r"bag 's0' has a file in several subfolders \(feats, feats_b\)"):
         load_feature_folder(tmp_path, "labels.csv", bag_column="slide", label_column="diagnosis")
+
+
+def test_manifest_ids_and_file_names_with_their_extension(tmp_path: Path) -> None:
+    # manifests often list "s0.h5" (the file) where the folder keeps h5_files/s0.h5
+    h5py = pytest.importorskip("h5py")
+    (tmp_path / "h5_files").mkdir()
+    for b in range(3):
+        with h5py.File(tmp_path / "h5_files" / f"s{b}.h5", "w") as f:
+            f["features"] = np.full((2 + b, 4), float(b), dtype=np.float32)
+    (tmp_path / "manifest.csv").write_text("slide_id,label\ns0.h5,0\ns1.h5,1\ns2,0\n")
+    ds = load_feature_folder(tmp_path)
+    assert ds.bag_sizes.tolist() == [2, 3, 4] and ds[1].x.eq(1.0).all()
+    # a file column with bare names is looked up in the usual subfolders too
+    (tmp_path / "manifest.csv").write_text("slide_id,label,file\na,0,s2.h5\nb,1,s0.h5\nc,0,h5_files/s1.h5\n")
+    ds = load_feature_folder(tmp_path, file_column="file")
+    assert ds.bag_sizes.tolist() == [4, 2, 3]
+    (tmp_path / "manifest.csv").write_text("slide_id,label\ns0.h5,0\ns7.h5,1\n")
+    with pytest.raises(DataNotFoundError, match=r"line 3: no file for bag 's7.h5'") as err:
+        load_feature_folder(tmp_path)
+    assert "with or without the extension" in err.value.hint
