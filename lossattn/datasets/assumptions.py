@@ -172,6 +172,36 @@ def _finish(
     )
 
 
+def _check_common(split: str, seed: int, num_bags: int, dim: int, background) -> tuple[int, int, int, tuple[int, int]]:
+    """The arguments every test shares, checked: ``(seed, num_bags, dim, background range)``."""
+    _check_split(split)
+    return (_check_int("seed", seed, 0), _check_int("num_bags", num_bags, 2), _check_int("dim", dim, 1),
+            _check_range("background", background, 1))  # fmt: skip
+
+
+def _generator_and_labels(split: str, seed: int, num_bags: int, stream: int | None = None):
+    """The test's private generator, seeded by ``(seed, split[, stream])``, and its balanced bag labels."""
+    key = [int(seed), _check_split(split)] + ([] if stream is None else [stream])
+    rng = np.random.default_rng(key)
+    return rng, _balanced_labels(rng, num_bags)
+
+
+def _background(rng: np.random.Generator, bg: tuple[int, int], dim: int) -> tuple[list[np.ndarray], list[int]]:
+    """A bag's first part: ``n ~ U{bg}`` background instances ``N(0, I)``, and its instance code."""
+    return [_gauss(rng, 0.0, 1.0, _draw(rng, bg), dim)], [BACKGROUND]
+
+
+def _poison_meta(split: str, pmean: float, pstd: float) -> dict[str, Any]:
+    """What a poisoned test's ``meta`` says of the poison: where it is in this split and its distribution."""
+    where = "negative" if split == "train" else "positive"
+    return {
+        "shortcut": f"one poison instance N({pmean}, {pstd}^2 I) in every {where} bag of this split (the "
+        f"{'training' if split == 'train' else 'test'} split)",
+        "poison_in": where,
+        "poison": [pmean, pstd],
+    }
+
+
 def _common_meta(test: str, split: str, seed: int, dim: int, num_bags: int) -> dict[str, Any]:
     return {
         "test": test,
@@ -240,22 +270,17 @@ def make_single_concept_bags(
     Raises:
         ValueError: A bad argument (the message names it).
     """
-    split_code = _check_split(split)
-    seed = _check_int("seed", seed, 0)
-    num_bags = _check_int("num_bags", num_bags, 2)
-    dim = _check_int("dim", dim, 1)
-    bg = _check_range("background", background, 1)
+    seed, num_bags, dim, bg = _check_common(split, seed, num_bags, dim, background)
     kc = _check_range("concept_count", concept_count, 1)
     wide = _check_positive("concept_wide_std", concept_wide_std)
     shift = float(concept_shift_mean)
     pmean = float(poison_mean)
     pstd = _check_positive("poison_std", poison_std)
-    rng = np.random.default_rng([int(seed), split_code])
-    labels = _balanced_labels(rng, num_bags)
+    rng, labels = _generator_and_labels(split, seed, num_bags)
     poisoned_class = 0 if split == "train" else 1
     bags = []
     for y in labels.tolist():
-        parts, codes = [_gauss(rng, 0.0, 1.0, _draw(rng, bg), dim)], [BACKGROUND]
+        parts, codes = _background(rng, bg, dim)
         if y == 1:
             k = _draw(rng, kc)
             wide_component = rng.random(k) < 0.5
@@ -272,14 +297,10 @@ def make_single_concept_bags(
     meta.update(
         algorithm="Algorithm 1: single-concept standard-MIL test",
         assumption="standard (presence): positive iff at least one concept instance",
-        shortcut=f"one poison instance N({pmean}, {pstd}^2 I) in every "
-        + ("negative" if split == "train" else "positive")
-        + f" bag of this split (the {'training' if split == 'train' else 'test'} split)",
-        poison_in="negative" if split == "train" else "positive",
+        **_poison_meta(split, pmean, pstd),
         background=list(bg),
         concept_count=list(kc),
         concept_components=[f"N(0, {wide}^2 I)", f"N({shift}*1, I)"],
-        poison=[pmean, pstd],
     )
     return _finish(bags, labels, rng, name="assumption-single-concept", split=split, meta=meta)
 
@@ -332,22 +353,17 @@ def make_multi_concept_bags(
     Raises:
         ValueError: A bad argument (the message names it).
     """
-    split_code = _check_split(split)
-    seed = _check_int("seed", seed, 0)
-    num_bags = _check_int("num_bags", num_bags, 2)
-    dim = _check_int("dim", dim, 1)
-    bg = _check_range("background", background, 1)
+    seed, num_bags, dim, bg = _check_common(split, seed, num_bags, dim, background)
     pr = _check_range("pairs", pairs, 1)
     means = _check_means(concept_means)
     cstd = _check_positive("concept_std", concept_std)
     pmean = float(poison_mean)
     pstd = _check_positive("poison_std", poison_std)
-    rng = np.random.default_rng([int(seed), split_code, 2])
-    labels = _balanced_labels(rng, num_bags)
+    rng, labels = _generator_and_labels(split, seed, num_bags, stream=2)
     poisoned_class = 0 if split == "train" else 1
     bags = []
     for y in labels.tolist():
-        parts, codes = [_gauss(rng, 0.0, 1.0, _draw(rng, bg), dim)], [BACKGROUND]
+        parts, codes = _background(rng, bg, dim)
         if y == 1:
             m = _draw(rng, pr)
             parts += [_gauss(rng, means[0], cstd, m, dim), _gauss(rng, means[1], cstd, m, dim)]
@@ -364,14 +380,10 @@ def make_multi_concept_bags(
     meta.update(
         algorithm="Algorithm 2: two-concept (threshold) MIL test with a poison instance",
         assumption="threshold-based: positive iff at least one instance of concept A and one of concept B",
-        shortcut=f"one poison instance N({pmean}, {pstd}^2 I) in every "
-        + ("negative" if split == "train" else "positive")
-        + " bag of this split",
-        poison_in="negative" if split == "train" else "positive",
+        **_poison_meta(split, pmean, pstd),
         background=list(bg),
         pairs=list(pr),
         concepts=[f"N({means[0]}*1, {cstd}^2 I)", f"N({means[1]}*1, {cstd}^2 I)"],
-        poison=[pmean, pstd],
     )
     return _finish(bags, labels, rng, name="assumption-multi-concept", split=split, meta=meta)
 
@@ -427,22 +439,17 @@ def make_false_frequency_bags(
     Raises:
         ValueError: A bad argument (the message names it).
     """
-    split_code = _check_split(split)
-    seed = _check_int("seed", seed, 0)
-    num_bags = _check_int("num_bags", num_bags, 2)
-    dim = _check_int("dim", dim, 1)
-    bg = _check_range("background", background, 1)
+    seed, num_bags, dim, bg = _check_common(split, seed, num_bags, dim, background)
     pc = _check_range("positive_copies", positive_copies, 1)
     trn = _check_range("train_negative_copies", train_negative_copies, 1)
     tst = _check_range("test_negative_copies", test_negative_copies, 1)
     means = _check_means(concept_means)
     cstd = _check_positive("concept_std", concept_std)
-    rng = np.random.default_rng([int(seed), split_code, 3])
-    labels = _balanced_labels(rng, num_bags)
+    rng, labels = _generator_and_labels(split, seed, num_bags, stream=3)
     neg_copies = trn if split == "train" else tst
     bags = []
     for y in labels.tolist():
-        parts, codes = [_gauss(rng, 0.0, 1.0, _draw(rng, bg), dim)], [BACKGROUND]
+        parts, codes = _background(rng, bg, dim)
         if y == 1:
             parts += [
                 _gauss(rng, means[0], cstd, _draw(rng, pc), dim),
