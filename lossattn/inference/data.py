@@ -7,6 +7,7 @@ run's training statistics (:func:`prepare_data`).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,14 +119,45 @@ def resolve_data(
         return _generated(cfg, trained, own, split or "test", seed, num_bags)
     if trained is not None and trained.label_values is not None and "label_values" not in cfg.kwargs:
         cfg.kwargs["label_values"] = list(trained.label_values)
-    ds = load_dataset(cfg)
+    ds, read_as = _load_for(trained, cfg, kwargs or {})
     if split in ("train", "test"):
         ds = ds.subset(split_indices(ds, split))
         return ResolvedData(ds, f"the {len(ds)} bags of {name} whose split is {split!r}")
-    note = " (unlabeled)" if not ds.has_labels else ""
+    note = f" (unlabeled{'; ' + read_as if read_as else ''})" if not ds.has_labels else ""
     if own and _trained_on_every_bag(trained):
         note += " — the run's own training bags (it trained on every bag): figures on them are optimistic"
     return ResolvedData(ds, f"all {len(ds)} bags of {name}{note}")
+
+
+def _load_for(trained: TrainedModel | None, cfg: DataConfig, asked: dict[str, Any]) -> tuple[Any, str]:
+    """The bags of ``cfg``; a headerless table of new bags that has no label column is recognised by its width.
+
+    Without a header a table is read as (label, bag id, features...). New bags to predict often come as
+    (bag id, features...): one column fewer than the training table. When that reading fails and the user named
+    no column, the table is read again as bag id + features, unlabeled, and kept if its feature count is the
+    checkpoint's.
+    """
+    try:
+        return load_dataset(cfg), ""
+    except ValueError as first:
+        retry = (
+            trained is not None
+            and not any(k in asked for k in ("label_column", "bag_column", "header", "feature_columns"))
+            and Path(str(cfg.name)).suffix.lower() in (".csv", ".tsv", ".gz")
+        )
+        if not retry:
+            raise
+        alt = copy.deepcopy(cfg)
+        alt.kwargs = {**alt.kwargs, "label_column": None, "bag_column": 0}
+        try:
+            ds = load_dataset(alt)
+        except ValueError:
+            raise first from None
+        width = trained.model_kwargs.get("in_features") or (trained.instance_shape or [None])[-1]
+        headerless = isinstance((ds.meta.get("columns") or {}).get("bag"), int)  # positions, not names
+        if not headerless or width is None or ds.num_features != int(width):
+            raise first from None
+        return ds, "read as bag id + features with no label column, one column fewer than the training table"
 
 
 def _trained_on_every_bag(trained: TrainedModel | None) -> bool:

@@ -93,6 +93,25 @@ def test_headerless_mil_table_cv_train_on_all_and_predict_unlabeled(capsys, mil_
     assert json.loads((tmp_path / "preds" / "predictions.json").read_text())["bags"] == 8
 
 
+def test_predict_recognises_a_headerless_table_of_new_bags_without_labels(capsys, final_run, tmp_path):
+    # bag id + the 6 features: one column fewer than the (label, bag, features) training table
+    new = tmp_path / "new.csv"
+    write_unlabeled_table(new)
+    code, out, err = run_cli(capsys, "predict", str(final_run), str(new), "--out", str(tmp_path / "p"), "--no-progress")
+    assert code == 0, err
+    assert "all 8 bags" in out and "unlabeled; read as bag id + features with no label column" in out
+    bags = list(csv.DictReader(open(tmp_path / "p" / "bags.csv")))
+    assert [b["bag"] for b in bags] == [f"new{b}" for b in range(8)]
+    # a table that fits neither reading keeps the first error (no silent re-reading of the wrong width)
+    rng = np.random.default_rng(0)
+    rows = [[f"x{b}", *np.round(rng.normal(size=4), 3)] for b in range(4) for _ in range(2)]
+    with open(tmp_path / "narrow.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    code, out, err = run_cli(capsys, "predict", str(final_run), str(tmp_path / "narrow.csv"), "--no-progress")
+    assert_user_error(code, out, err, "narrow.csv")
+    assert "read as bag id" not in err
+
+
 def test_train_on_all_bags_has_no_test_split_and_says_so(capsys, final_run):
     record = json.loads((final_run / "result.json").read_text())
     assert record["n_test"] == 0 and "test_accuracy" not in record and record["val_balanced_accuracy"] >= 0
