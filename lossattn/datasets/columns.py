@@ -179,8 +179,8 @@ def resolve_columns(
                 raise DataFormatError(f"{where}: no column left for the {role} column (the table has {width} columns)")
             tried = ", ".join(repr(n) for n in auto_names.get(role, ()))
             raise DataFormatError(
-                f"{where}: no {role} column found (looked for {tried}); the header has {header}; pass "
-                f"{role}_column='<name>'"
+                f"{where}: no {role} column found (looked for {tried}); the header has {header}; name it with "
+                f"--{role}-column NAME (Python: {role}_column='NAME')"
             )
     features: list[int] = []
     if with_features:

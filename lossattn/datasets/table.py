@@ -32,10 +32,10 @@ __all__ = ["load_table", "bags_from_columns", "TABLE_COLUMN_NAMES"]
 
 #: names tried, in order, for a role left at AUTO in a table with a header
 TABLE_COLUMN_NAMES: dict[str, tuple[str, ...]] = {
-    "label": ("label",),
-    "bag": ("bag_id", "slide_id", "bag"),
+    "label": ("label", "target", "class"),
+    "bag": ("bag_id", "slide_id", "bag", "slide", "bag_name", "slide_name"),
     "split": ("split",),
-    "group": ("case_id", "patient_id"),
+    "group": ("case_id", "patient_id", "patient", "case"),
 }
 
 
@@ -243,7 +243,9 @@ class _Table:
                     except (TypeError, ValueError):
                         raise DataFormatError(
                             f"{self.path}, row {i + 1}, column {self.header[c]!r}: {v!r} is not a number; feature "
-                            f"columns must be numeric (choose them with feature_columns=[...])"
+                            f"columns must be numeric (choose them with --feature-columns; Python: "
+                            f"feature_columns=[...]); if {self.header[c]!r} holds the bag label, name it with "
+                            f"--label-column {self.header[c]}"
                         ) from None
                 raise
         return out
@@ -305,8 +307,9 @@ def load_table(
     """Loads bags from one CSV (optionally ``.gz``) or Parquet table with one row per instance.
 
     Every column argument takes a name or a 0-based position (negative counts from the end); :data:`AUTO`
-    detects it and ``None`` means "no such column". Detection with a header: bag ``bag_id``/``slide_id``/
-    ``bag``, label ``label``, split ``split``, group ``case_id``/``patient_id``, each if present. Without a
+    detects it and ``None`` means "no such column". Detection with a header: the first present name of each
+    role in :data:`TABLE_COLUMN_NAMES` (bag ``bag_id``/``slide_id``/..., label ``label``/``target``/``class``,
+    split ``split``, group ``case_id``/``patient_id``/``patient``/``case``). Without a
     header (the ``mil`` convention): label = column 0, bag = the first column left (1); no split or group.
 
     Args:

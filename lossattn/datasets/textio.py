@@ -165,9 +165,15 @@ def parse_float_matrix(
                     line = int(lines[li]) if lines is not None else first_line + li
                     named = f" ({column_names[c]!r})" if column_names is not None else ""
                     decimal_comma = " (a decimal comma? write numbers with a decimal point)" if "," in r[c] else ""
+                    label_hint = (
+                        f"; if {column_names[c]!r} holds the bag label, name it with --label-column {column_names[c]}"
+                        if column_names is not None and not decimal_comma
+                        else ""
+                    )
                     raise DataFormatError(
                         f"{path}, line {line}, column {c + 1}{named}: {r[c]!r} is not a number{decimal_comma}; "
-                        f"feature columns must be numeric (choose the feature columns with feature_columns=[...])"
+                        f"feature columns must be numeric (choose them with --feature-columns; Python: "
+                        f"feature_columns=[...]){label_hint}"
                     ) from None
         raise
 

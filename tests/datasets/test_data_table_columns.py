@@ -109,9 +109,11 @@ def test_named_columns_any_order_and_label_names(tmp_path: Path) -> None:
     by_position = load_table(p, bag_column=2, label_column=1, feature_columns=[3], group_column=4)
     assert by_position.num_features == 1 and by_position.labels.tolist() == [1, 0, 0]
     named = load_table(p, label_column="diagnosis", class_names=["B", "M"], feature_columns=["f0", "f1"])
-    assert named.class_names == ["B", "M"] and named.label_values == ["benign", "tumor"] and named.groups is None
+    assert named.class_names == ["B", "M"] and named.label_values == ["benign", "tumor"]
+    assert named.groups == ["p1", "p2", "p2"]  # 'patient' is a usual group name
+    assert load_table(p, label_column="diagnosis", group_column=None, feature_columns=["f0", "f1"]).groups is None
     with pytest.raises(DataFormatError, match=r"line 2, column 5 \('patient'\): 'p1' is not a number"):
-        load_table(p, label_column="diagnosis")  # 'patient' is not a usual group name: it would be a feature
+        load_table(p, label_column="diagnosis", group_column=None)  # no group: 'patient' would be a feature
 
 
 @pytest.mark.parametrize(
@@ -282,3 +284,19 @@ def test_headerless_bag_id_first_table_names_the_options(tmp_path: Path) -> None
     with pytest.raises(DataFormatError) as err:
         load_table(mixed)
     assert "different labels" in str(err.value) and "--bag-column" not in str(err.value)
+
+
+def test_more_usual_column_names_and_the_label_suggestion(tmp_path: Path) -> None:
+    lines = ["patient,slide,target,f0,f1"] + [f"p{b // 2},s{b},{b % 2},{b}.5,1" for b in range(4) for _ in range(2)]
+    ds = load_table(_write(tmp_path / "usual.csv", lines))
+    assert ds.meta["columns"] == {"label": "target", "bag": "slide", "split": None, "group": "patient",
+                                  "instance-label": None}  # fmt: skip
+    assert ds.num_features == 2 and ds.groups is not None
+    # a text column no usual name marks as the label: read as a feature, and the error says how to name it
+    lines = ["slide,diagnosis,f0"] + [f"s{b},{'tumour' if b % 2 else 'normal'},0.5" for b in range(4)]
+    with pytest.raises(DataFormatError, match=r"'normal' is not a number.*--feature-columns.*--label-column diagnosis"):
+        load_table(_write(tmp_path / "diag.csv", lines))
+    ds = load_table(tmp_path / "diag.csv", label_column="diagnosis")
+    assert ds.label_values == ["normal", "tumour"]
+    with pytest.raises(DataFormatError, match=r"no bag column found .*name it with --bag-column NAME"):
+        load_table(_write(tmp_path / "nobag.csv", ["id,label,f0", "a,0,1.0"]))
