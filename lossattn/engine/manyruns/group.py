@@ -28,12 +28,14 @@ __all__ = [
     "dropout_generators",
     "epoch_keep_masks",
     "epoch_tables",
+    "copy_improved",
     "finish_runs",
     "keep_mask",
     "order_runs",
     "pack_training",
     "pad_to",
     "runs_of_equal",
+    "updates_in_input_order",
 ]
 
 DROPOUT_STREAM = 0xD40  # a run's dropout generator is np.random.default_rng([run seed, DROPOUT_STREAM])
@@ -226,6 +228,22 @@ def epoch_keep_masks(
         )
     ).to(device)
     return keep, first, packed.pad_row
+
+
+def copy_improved(best: dict[str, Tensor], params: dict[str, Tensor], improved: list[int], device) -> None:
+    """Copy the stacked parameters of the runs in ``improved`` (sorted positions) into ``best``."""
+    if improved:
+        idx = torch.tensor(improved, device=device)
+        for n, p in params.items():
+            best[n].index_copy_(0, idx, p.index_select(0, idx))
+
+
+def updates_in_input_order(group: RunGroup, steps: Sequence[Tensor]) -> list[int]:
+    """Optimizer steps per run, in input order (``steps[i]``: the step count of run class ``group.classes[i]``)."""
+    updates = np.zeros(len(group.order), dtype=np.int64)
+    for (a, b), st in zip(group.classes, steps, strict=True):
+        updates[group.order[a:b]] = int(st)
+    return updates.tolist()
 
 
 def finish_runs(

@@ -71,12 +71,14 @@ from lossattn.engine.manyruns.arch import arch_of, from_engine, to_engine, unsup
 from lossattn.engine.manyruns.evalsets import EvalSet, eval_chunk, eval_chunks
 from lossattn.engine.manyruns.grads import head_pieces, mlp_backward, mlp_forward
 from lossattn.engine.manyruns.group import (
+    copy_improved,
     dropout_generators,
     epoch_keep_masks,
     epoch_tables,
     finish_runs,
     order_runs,
     pack_training,
+    updates_in_input_order,
 )
 from lossattn.engine.results import EvalResult, FitResult
 from lossattn.engine.runtime import flush_denormals
@@ -291,16 +293,10 @@ class VectorizedTrainer:
                     improved.append(r)
                 row["selected_epoch"] = best_epoch[r]
                 histories[r].append(row)
-            if improved:
-                idx = torch.tensor(improved, device=dev)
-                for n, p in params.items():
-                    best[n].index_copy_(0, idx, p.index_select(0, idx))
+            copy_improved(best, params, improved, dev)
             t_eval += time.perf_counter() - t1
 
-        updates = np.zeros(R, dtype=np.int64)
-        for (a, b), st in zip(classes, steps, strict=True):
-            updates[group.order[a:b]] = int(st)
-        self.stats["updates"] = updates.tolist()  # optimizer steps per run, in input order
+        self.stats["updates"] = updates_in_input_order(group, steps)  # optimizer steps per run, in input order
         # every run's model gets its selected parameters; final metrics from the ordinary evaluate()
         t2 = time.perf_counter()
         results = finish_runs(
