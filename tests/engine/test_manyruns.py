@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from manyruns_data import toy_bags
 
 import lossattn
-from lossattn.datasets import BagDataset
 from lossattn.engine import Trainer, denormals_flushed
 from lossattn.engine import manyruns as V
 from lossattn.engine.manyruns import arch as VA
@@ -28,20 +28,6 @@ METHODS = {
     "attention": ("attention", {"hidden": 5}),
     "gated": ("gated_attention", {"hidden": 5}),
 }
-
-
-def toy_bags(n_bags: int, dim: int = 6, seed: int = 0, max_size: int = 12) -> BagDataset:
-    """Bags of 1..max_size instances; positive bags hold one shifted instance."""
-    rng = np.random.default_rng(seed)
-    bags, labels = [], []
-    for i in range(n_bags):
-        n = int(rng.integers(1, max_size + 1))
-        x = rng.normal(size=(n, dim)).astype(np.float32)
-        if i % 2:
-            x[int(rng.integers(n)), 0] += 3.0
-        bags.append(x)
-        labels.append(i % 2)
-    return BagDataset(bags, labels)
 
 
 def make_model(model: str, kwargs: dict, seed: int, dropout: float = 0.0, dim: int = 6):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from manyruns_data import toy_bags
 
 import lossattn
 from lossattn.datasets import BagDataset
@@ -32,20 +33,6 @@ METHODS = {
     "minet_ds": ("minet_ds", {"hidden": [16, 8]}),
     "minet_rc": ("minet_rc", {"hidden": 8, "depth": 2}),
 }
-
-
-def toy_bags(n_bags: int, dim: int = 6, seed: int = 0, max_size: int = 12) -> BagDataset:
-    """Bags of 1..max_size instances; positive bags hold one shifted instance."""
-    rng = np.random.default_rng(seed)
-    bags, labels = [], []
-    for i in range(n_bags):
-        n = int(rng.integers(1, max_size + 1))
-        x = rng.normal(size=(n, dim)).astype(np.float32)
-        if i % 2:
-            x[int(rng.integers(n)), 0] += 3.0
-        bags.append(x)
-        labels.append(i % 2)
-    return BagDataset(bags, labels)
 
 
 def make_model(model: str, kwargs: dict, seed: int, dropout: float = 0.0, dim: int = 6):
