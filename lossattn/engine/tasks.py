@@ -299,6 +299,7 @@ class MultiLabelTask(Task):
         n, L = source.targets.shape
         probs = np.zeros((n, L))
         weights: list[Any] = [None] * n
+        inst_probs: list[Any] = [None] * n  # filled but not part of the multi-label result
         inst_labels: list[np.ndarray] = [np.zeros(0, np.int64)] * n
         has_w = False
         total = 0.0
@@ -307,16 +308,8 @@ class MultiLabelTask(Task):
                 model, source, batch_size, device, amp_dtype, max_instances=max_instances, instance_chunk=instance_chunk
             ):
                 total += loss * len(batch)
-                p = out.probabilities().float().cpu().numpy()
-                w = None if out.weights is None else out.weights.float().cpu().numpy()
-                mask = batch.mask.cpu().numpy()
-                il = batch.instance_labels.cpu().numpy()
-                for j, idx in enumerate(batch.index.tolist()):
-                    probs[idx] = p[j]
-                    inst_labels[idx] = il[j][mask[j]]
-                    if w is not None:
-                        has_w = True
-                        weights[idx] = w[j][mask[j]]
+                got_w, _ = scatter_outputs(out, batch, probs, inst_labels, weights, inst_probs)
+                has_w = has_w or got_w
         targets = source.targets.numpy().astype(np.int64)
         return MultiLabelEvalResult(
             loss=total / n,
